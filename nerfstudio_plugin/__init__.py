@@ -1,0 +1,1 @@
+"""nerfstudio_plugin (see DESIGN.md)."""

@@ -1,0 +1,185 @@
+"""The ``reconfusion`` command line: the application's front door.
+
+Each subcommand is a frozen dataclass whose ``run()`` imports the package that does the work
+lazily (data_tools, train_prior, nerfstudio_plugin), so ``reconfusion --help`` stays fast and no core
+module depends on the command line.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import tyro
+from tyro.conf import Positional, arg, subcommand
+
+from reconfusion.files import InputError
+
+logger = logging.getLogger("reconfusion")
+
+
+@dataclass(frozen=True)
+class DataColmap:
+    """Pose a folder of photos with COLMAP (pycolmap) and write a scene folder."""
+
+    images: Positional[Annotated[Path, arg(metavar="IMAGES")]]
+    """Folder of photos (jpg/png)."""
+    out: Positional[Annotated[Path, arg(metavar="OUT")]]
+    """Scene folder to write (transforms.json + images/)."""
+    matcher: Literal["exhaustive", "sequential"] = "exhaustive"
+    """Feature matching strategy; exhaustive is right for the 3-100 photos of a sparse capture."""
+    camera_model: Literal["OPENCV", "SIMPLE_RADIAL", "PINHOLE"] = "OPENCV"
+    """COLMAP camera model, shared by all photos."""
+    min_registered: int = 3
+    """Fail unless at least this many photos register."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """SIFT on the GPU when pycolmap was built with CUDA ("auto")."""
+    overwrite: bool = False
+    """Replace an existing output folder."""
+
+    def run(self) -> None:
+        from data_tools.colmap import pose_images
+
+        pose_images(
+            self.images,
+            self.out,
+            matcher=self.matcher,
+            camera_model=self.camera_model,
+            min_registered=self.min_registered,
+            device=self.device,
+            overwrite=self.overwrite,
+        )
+
+
+@dataclass(frozen=True)
+class DataImport:
+    """Import a benchmark scene into a scene folder (transforms.json + images/ + split files)."""
+
+    format: Positional[Literal["llff", "blender", "nerfstudio", "reconfusion", "dtu"]]
+    """Source layout: llff (poses_bounds.npy + images_N/), blender (transforms_{train,val,test}.json),
+    nerfstudio (nerfstudio / instant-ngp transforms.json), reconfusion (released split folder), dtu
+    (pixelNeRF/IDR cameras.npz + image/)."""
+    src: Positional[Annotated[Path, arg(metavar="SRC")]]
+    """Source scene folder."""
+    out: Positional[Annotated[Path, arg(metavar="OUT")]]
+    """Scene folder to write."""
+    downscale: int = 8
+    """llff: which images_N folder to read (8 gives the 504x378 benchmark images)."""
+    background: Literal["white", "black"] = "white"
+    """blender: colour RGBA images are composited on."""
+    overwrite: bool = False
+    """Replace an existing output folder."""
+
+    def run(self) -> None:
+        from data_tools.importers import import_scene
+
+        import_scene(
+            self.format, self.src, self.out, downscale=self.downscale, background=self.background, overwrite=self.overwrite
+        )
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """Write train_test_split_{N}.json files for a scene folder."""
+
+    scene: Positional[Annotated[Path, arg(metavar="SCENE")]]
+    """Scene folder."""
+    protocol: Literal["llff", "dtu", "blender", "auto"] = "auto"
+    """llff: RegNeRF's (every 8th image tests, training views spread evenly over the rest); dtu: the
+    standard fixed ids; blender: keep the dataset's own test views; auto: every 8th image tests and
+    training views by farthest-point sampling of camera centres."""
+    views: tuple[int, ...] = (3, 6, 9)
+    """Numbers of training views, one split file each."""
+
+    def run(self) -> None:
+        from data_tools.splits import write_splits
+
+        write_splits(self.scene, self.protocol, self.views)
+
+
+@dataclass(frozen=True)
+class DataSynthetic:
+    """Render procedural multiview scenes (textured primitives) with exact cameras, depth and splits."""
+
+    out: Positional[Annotated[Path, arg(metavar="OUT")]]
+    """Folder to write the scenes into (one sub-folder per scene)."""
+    scenes: int = 8
+    """How many scenes."""
+    views: int = 24
+    """Views per scene."""
+    resolution: int = 64
+    """Square image side in pixels."""
+    layout: Literal["object-360", "forward-facing"] = "object-360"
+    """Cameras around an object on a solid background, or a forward-facing arrangement."""
+    seed: int = 0
+    """Scene i is generated from seed + i: the same seed gives the same scenes."""
+    overwrite: bool = False
+    """Replace existing scene folders."""
+
+    def run(self) -> None:
+        from data_tools.synthetic import generate_scenes
+
+        generate_scenes(
+            self.out,
+            num_scenes=self.scenes,
+            num_views=self.views,
+            resolution=self.resolution,
+            layout=self.layout,
+            seed=self.seed,
+            overwrite=self.overwrite,
+        )
+
+
+DataCommand = Union[
+    Annotated[DataColmap, subcommand("colmap")],
+    Annotated[DataImport, subcommand("import")],
+    Annotated[DataSplits, subcommand("splits")],
+    Annotated[DataSynthetic, subcommand("synthetic")],
+]
+
+
+@dataclass(frozen=True)
+class Data:
+    """Pose photos, import benchmark scenes, write sparse-view splits, render procedural scenes."""
+
+    command: tyro.conf.OmitArgPrefixes[DataCommand]
+
+    def run(self) -> None:
+        self.command.run()
+
+
+@dataclass(frozen=True)
+class Info:
+    """Print versions and what this machine can use (CUDA, pycolmap CUDA)."""
+
+    def run(self) -> None:
+        from reconfusion.environment import describe_environment
+
+        for key, value in describe_environment().items():
+            logger.info("%-24s %s", key, value)
+
+
+Command = Union[
+    Annotated[Data, subcommand("data")],
+    Annotated[Info, subcommand("info")],
+]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse ``argv`` and run the chosen subcommand; bad input exits with its message, not a traceback."""
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    command = tyro.cli(Command, args=argv, config=(tyro.conf.OmitSubcommandPrefixes,))
+    try:
+        command.run()
+    except (InputError, FileNotFoundError) as err:
+        logger.error(str(err))
+        sys.exit(2)
+
+
+def entrypoint() -> None:
+    main()

@@ -1,0 +1,123 @@
+"""The one file helper: image reading/writing and atomic outputs.
+
+Nothing is ever half-written: files go to a temporary name and are renamed, folders are built in
+a temporary sibling folder and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".JPG", ".JPEG", ".PNG")
+
+
+class InputError(ValueError):
+    """Bad user input: the message names the file and the fix."""
+
+
+def read_image(path: Path, background: tuple[float, float, float] | None = None) -> np.ndarray:
+    """Read an image as float32 (H, W, 3) in [0, 1].
+
+    RGBA images are composited over ``background`` (an RGB triple in [0, 1]); without a background
+    the alpha channel is dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: image file not found; check the path or the scene's transforms.json")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise InputError(f"{path}: image does not decode ({err}); replace or remove this file") from err
+    rgb, alpha = rgba[..., :3], rgba[..., 3:]
+    if background is not None:
+        rgb = rgb * alpha + np.asarray(background, np.float32) * (1.0 - alpha)
+    return np.ascontiguousarray(rgb)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file without decoding its pixels."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError) as err:
+        raise InputError(f"{path}: image does not decode ({err}); replace or remove this file") from err
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    return (np.clip(np.asarray(image, np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def write_image(path: Path, image: np.ndarray) -> None:
+    """Write a float image in [0, 1] (H, W, 3) or a uint8 image, atomically."""
+    data = image if np.asarray(image).dtype == np.uint8 else to_uint8(image)
+    path = Path(path)
+    with _temporary_sibling(path) as tmp:
+        Image.fromarray(data).save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically."""
+    path = Path(path)
+    with _temporary_sibling(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err}); fix or regenerate the file") from err
+
+
+@contextlib.contextmanager
+def _temporary_sibling(path: Path) -> Iterator[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Build a folder in a temporary sibling and move it to ``out`` only when the block succeeds.
+
+    An existing non-empty ``out`` is an error unless ``overwrite`` is set, in which case it is
+    replaced only after the new folder is complete.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out}: output folder exists and is not empty; choose another folder or pass --overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, trash / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,267 @@
+"""The one scene reader (and writer) that everything downstream uses.
+
+On disk a scene is a folder with a nerfstudio ``transforms.json`` (OpenGL camera-to-world
+``transform_matrix``, intrinsics at the top level or per frame, OpenCV distortion) and optional
+``train_test_split_{N}.json`` files ``{"train_ids": [...], "test_ids": [...]}`` whose ids index the
+frames sorted by ``file_path`` - the format the ReconFusion authors released their splits in.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from reconfusion.cameras import check_poses, focal_from_fov
+from reconfusion.files import (
+    IMAGE_SUFFIXES,
+    InputError,
+    atomic_directory,
+    image_size,
+    read_image,
+    read_json,
+    write_image,
+    write_json,
+)
+
+TRANSFORMS = "transforms.json"
+SPLIT_PATTERN = re.compile(r"train_test_split_(\d+)\.json$")
+DISTORTION_KEYS = ("k1", "k2", "p1", "p2")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Indices into a scene's frames (sorted by file name)."""
+
+    train_ids: tuple[int, ...]
+    """Views the scene model is fitted to."""
+    test_ids: tuple[int, ...]
+    """Held-out views the metrics are computed on."""
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A posed image collection; every array is indexed by frame, frames sorted by file name."""
+
+    root: Path
+    """The scene folder."""
+    image_paths: tuple[Path, ...]
+    """Absolute image paths."""
+    c2w: np.ndarray
+    """(N, 4, 4) OpenGL camera-to-world."""
+    intrinsics: np.ndarray
+    """(N, 4) fx, fy, cx, cy in pixels."""
+    sizes: np.ndarray
+    """(N, 2) width, height in pixels."""
+    distortion: np.ndarray
+    """(N, 4) OpenCV k1, k2, p1, p2."""
+    splits: dict[int, Split] = field(default_factory=dict)
+    """Sparse-view splits by number of training views."""
+    depth_paths: tuple[Path | None, ...] = ()
+    """Optional depth maps (.npy, metres along -z), one per frame or empty."""
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def image(self, index: int) -> np.ndarray:
+        """Frame ``index`` as float32 (H, W, 3) in [0, 1]."""
+        return read_image(self.image_paths[index])
+
+    def split(self, num_views: int) -> Split:
+        if num_views not in self.splits:
+            have = sorted(self.splits) or "none"
+            raise InputError(
+                f"{self.root}: no train_test_split_{num_views}.json (splits present: {have}); "
+                f"create it with `reconfusion data splits {self.root} --views {num_views}`"
+            )
+        return self.splits[num_views]
+
+
+def resolve_image_path(root: Path, file_path: str) -> Path | None:
+    """The image a transforms.json ``file_path`` names; instant-ngp files may omit the extension."""
+    candidate = (root / file_path).resolve()
+    if candidate.is_file():
+        return candidate
+    for suffix in IMAGE_SUFFIXES:
+        with_suffix = candidate.with_name(candidate.name + suffix)
+        if with_suffix.is_file():
+            return with_suffix
+    return None
+
+
+def _frame_intrinsics(frame: dict, meta: dict, path: Path, source: Path) -> tuple[list[float], list[int]]:
+    def get(key: str, default=None):
+        return frame.get(key, meta.get(key, default))
+
+    width, height = get("w"), get("h")
+    if width is None or height is None:
+        width, height = image_size(path)
+    fx = get("fl_x")
+    if fx is None:
+        if get("camera_angle_x") is None:
+            raise InputError(f"{source}: frame {frame.get('file_path')} has no fl_x or camera_angle_x; add intrinsics")
+        fx = focal_from_fov(float(get("camera_angle_x")), float(width))
+    fy = get("fl_y")
+    if fy is None:
+        fy = focal_from_fov(float(get("camera_angle_y")), float(height)) if get("camera_angle_y") else fx
+    cx, cy = get("cx", width / 2.0), get("cy", height / 2.0)
+    return [float(fx), float(fy), float(cx), float(cy)], [int(width), int(height)]
+
+
+def _check_sizes(paths: Sequence[Path], sizes: np.ndarray) -> None:
+    for path, (width, height) in zip(paths, sizes):
+        actual = image_size(path)
+        if actual != (width, height):
+            raise InputError(
+                f"{path}: image is {actual[0]}x{actual[1]} but transforms.json says {width}x{height}; "
+                "fix w/h (and the intrinsics) or resize the image"
+            )
+
+
+def load_scene(path: Path) -> Scene:
+    """Read and validate a scene folder (or its transforms.json)."""
+    path = Path(path)
+    root = path.parent if path.name == TRANSFORMS else path
+    if not root.is_dir():
+        raise InputError(f"{root}: scene folder not found; create it with `reconfusion data import` or `data colmap`")
+    source = root / TRANSFORMS
+    if not source.is_file():
+        raise InputError(f"{source}: missing; a scene folder needs a nerfstudio transforms.json")
+    meta = read_json(source)
+    frames = meta.get("frames") if isinstance(meta, dict) else None
+    if not frames:
+        raise InputError(f"{source}: no frames listed; the file needs a non-empty 'frames' list")
+    frames = sorted(frames, key=lambda f: str(f.get("file_path", "")))
+    paths = [resolve_image_path(root, str(f.get("file_path", ""))) for f in frames]
+    missing = [f.get("file_path") for f, p in zip(frames, paths) if p is None]
+    if missing:
+        raise InputError(
+            f"{source}: {len(missing)} listed images are missing (first: {missing[:3]}); "
+            "add the images or remove their frames"
+        )
+    try:
+        c2w = np.array([f["transform_matrix"] for f in frames], dtype=np.float64)
+    except (KeyError, ValueError) as err:
+        raise InputError(f"{source}: every frame needs a 4x4 transform_matrix ({err})") from err
+    if c2w.shape[1:] not in ((4, 4), (3, 4)):
+        raise InputError(f"{source}: transform_matrix must be 4x4 (or 3x4) for every frame, got {c2w.shape[1:]}")
+    try:
+        c2w = check_poses(c2w, str(source))
+    except ValueError as err:
+        raise InputError(str(err)) from err
+    intr, sizes = zip(*(_frame_intrinsics(f, meta, p, source) for f, p in zip(frames, paths)))
+    sizes = np.array(sizes, dtype=np.int64)
+    _check_sizes(paths, sizes)
+    distortion = np.array([[float(f.get(k, meta.get(k, 0.0))) for k in DISTORTION_KEYS] for f in frames])
+    depth_paths = tuple((root / f["depth_file_path"]) if "depth_file_path" in f else None for f in frames)
+    return Scene(
+        root=root.resolve(),
+        image_paths=tuple(paths),
+        c2w=c2w,
+        intrinsics=np.array(intr, dtype=np.float64),
+        sizes=sizes,
+        distortion=distortion,
+        splits=_read_splits(root, len(frames)),
+        depth_paths=depth_paths if any(d is not None for d in depth_paths) else (),
+    )
+
+
+def validate_split(train_ids: Sequence[int], test_ids: Sequence[int], num_images: int, source: str) -> Split:
+    """Check that ids are integers in range, unique, and that train and test do not overlap."""
+    for name, ids in (("train_ids", train_ids), ("test_ids", test_ids)):
+        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
+            raise InputError(f"{source}: {name} must be a list of integers")
+        out_of_range = [int(i) for i in ids if not 0 <= i < num_images]
+        if out_of_range:
+            raise InputError(
+                f"{source}: {name} {out_of_range[:5]} out of range for {num_images} images "
+                "(ids index the images sorted by file name); regenerate with `reconfusion data splits`"
+            )
+        if len(set(ids)) != len(ids):
+            raise InputError(f"{source}: {name} has repeated ids; each view may appear once")
+    if not train_ids:
+        raise InputError(f"{source}: train_ids is empty; a split needs at least one training view")
+    overlap = sorted(set(train_ids) & set(test_ids))
+    if overlap:
+        raise InputError(f"{source}: ids {overlap[:5]} are in both train_ids and test_ids; a test view must be held out")
+    return Split(tuple(int(i) for i in train_ids), tuple(int(i) for i in test_ids))
+
+
+def _read_splits(root: Path, num_images: int) -> dict[int, Split]:
+    splits = {}
+    for path in sorted(root.glob("train_test_split_*.json")):
+        match = SPLIT_PATTERN.search(path.name)
+        if not match:
+            continue
+        payload = read_json(path)
+        if not isinstance(payload, dict) or "train_ids" not in payload or "test_ids" not in payload:
+            raise InputError(f"{path}: a split file needs 'train_ids' and 'test_ids' lists")
+        splits[int(match.group(1))] = validate_split(payload["train_ids"], payload["test_ids"], num_images, str(path))
+    return splits
+
+
+def write_split(root: Path, num_views: int, split: Split) -> Path:
+    """Write ``train_test_split_{num_views}.json`` atomically."""
+    path = Path(root) / f"train_test_split_{num_views}.json"
+    write_json(path, {"train_ids": list(split.train_ids), "test_ids": list(split.test_ids)})
+    return path
+
+
+def write_scene(
+    out: Path,
+    images: Sequence[np.ndarray | Path],
+    c2w: np.ndarray,
+    intrinsics: np.ndarray,
+    sizes: np.ndarray | None = None,
+    distortion: np.ndarray | None = None,
+    splits: dict[int, Split] | None = None,
+    depths: Sequence[np.ndarray] | None = None,
+    extra: dict | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a scene folder atomically; frame ``i`` becomes ``images/frame_{i:05d}.*``.
+
+    ``images`` holds float arrays (written as PNG) or paths of files to copy unchanged.
+    """
+    c2w = check_poses(c2w, str(out))
+    num = len(images)
+    if not (len(c2w) == len(intrinsics) == num):
+        raise ValueError(f"{out}: {num} images but {len(c2w)} poses and {len(intrinsics)} intrinsics")
+    sizes = np.array([_size_of(img) for img in images]) if sizes is None else np.asarray(sizes)
+    distortion = np.zeros((num, 4)) if distortion is None else np.asarray(distortion)
+    frames = []
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        (tmp / "images").mkdir()
+        for i, image in enumerate(images):
+            frames.append(_write_frame(tmp, i, image, c2w[i], intrinsics[i], sizes[i], distortion[i]))
+            if depths is not None:
+                np.save(tmp / "images" / f"depth_{i:05d}.npy", depths[i].astype(np.float32))
+                frames[-1]["depth_file_path"] = f"images/depth_{i:05d}.npy"
+        write_json(tmp / TRANSFORMS, {"camera_model": "OPENCV", **(extra or {}), "frames": frames})
+        for num_views, split in (splits or {}).items():
+            write_split(tmp, num_views, validate_split(split.train_ids, split.test_ids, num, str(out)))
+    return Path(out)
+
+
+def _size_of(image: np.ndarray | Path) -> tuple[int, int]:
+    if isinstance(image, np.ndarray):
+        return image.shape[1], image.shape[0]
+    return image_size(Path(image))
+
+
+def _write_frame(root: Path, index: int, image, c2w, intrinsics, size, distortion) -> dict:
+    if isinstance(image, np.ndarray):
+        name = f"images/frame_{index:05d}.png"
+        write_image(root / name, image)
+    else:
+        name = f"images/frame_{index:05d}{Path(image).suffix.lower()}"
+        shutil.copyfile(image, root / name)
+    fx, fy, cx, cy = (float(v) for v in intrinsics)
+    frame = {"file_path": name, "transform_matrix": np.asarray(c2w).tolist()}
+    frame.update(fl_x=fx, fl_y=fy, cx=cx, cy=cy, w=int(size[0]), h=int(size[1]))
+    frame.update({k: float(v) for k, v in zip(DISTORTION_KEYS, distortion)})
+    return frame

@@ -1,0 +1,1 @@
+"""train_prior (see DESIGN.md)."""
