@@ -72,10 +72,10 @@ def pose_images(
     import pycolmap
 
     images, out = Path(images), Path(out)
-    names = _list_images(images)
-    _check_images(images, names)
     _check_options(out, matcher, camera_model, min_registered, overwrite)
     colmap_device = _resolve_device(pycolmap, device)
+    names = _list_images(images)
+    _check_images(images, names)
     logger.info("COLMAP: posing %d photos from %s (%s matching, %s)", len(names), images, matcher, colmap_device.name)
     with tempfile.TemporaryDirectory(prefix="reconfusion-colmap-") as work_dir:
         work = Path(work_dir)

@@ -1,0 +1,153 @@
+"""COLMAP posing (data_tools.colmap): bad input fails early and clearly; fern poses match LLFF's."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pycolmap = pytest.importorskip("pycolmap")
+
+from data_tools.colmap import _camera_arrays, original_names, pose_images  # noqa: E402
+from reconfusion.cameras import llff_to_opengl, similarity_alignment  # noqa: E402
+from reconfusion.files import InputError, write_image  # noqa: E402
+from reconfusion.scene import load_scene  # noqa: E402
+
+FERN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nerf_llff_data" / "fern"
+
+
+def _photos(folder: Path, count: int, size: tuple[int, int] = (48, 32), flat: bool = False) -> Path:
+    """``count`` small PNG photos (random texture, or one flat colour) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        width, height = size
+        image = np.full((height, width, 3), 0.5) if flat else rng.random((height, width, 3))
+        write_image(folder / f"photo_{i:02d}.png", image)
+    return folder
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        pose_images(tmp_path / "nope", tmp_path / "out")
+
+
+def test_folder_without_images(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "notes.txt").write_text("not a photo")
+    with pytest.raises(InputError, match="no images"):
+        pose_images(tmp_path / "photos", tmp_path / "out")
+
+
+def test_too_few_photos(tmp_path):
+    photos = _photos(tmp_path / "photos", 2)
+    with pytest.raises(InputError, match="COLMAP needs at least 3 photos"):
+        pose_images(photos, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_undecodable_image_is_named(tmp_path):
+    photos = _photos(tmp_path / "photos", 3)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    with pytest.raises(InputError, match="broken.jpg"):
+        pose_images(photos, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_photos_of_different_sizes(tmp_path):
+    photos = _photos(tmp_path / "photos", 3)
+    write_image(photos / "photo_99.png", np.zeros((20, 20, 3)))
+    with pytest.raises(InputError, match="photo_99.png.*one camera"):
+        pose_images(photos, tmp_path / "out")
+
+
+def test_bad_options_fail_before_colmap_runs(tmp_path):
+    photos = _photos(tmp_path / "photos", 3)
+    with pytest.raises(InputError, match="FULL_OPENCV"):
+        pose_images(photos, tmp_path / "out", camera_model="FULL_OPENCV")
+    with pytest.raises(InputError, match="min_registered"):
+        pose_images(photos, tmp_path / "out", min_registered=2)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("user data")
+    with pytest.raises(InputError, match="--overwrite"):
+        pose_images(photos, tmp_path / "out")
+    assert (tmp_path / "out" / "keep.txt").read_text() == "user data"
+    if not pycolmap.has_cuda:
+        with pytest.raises(InputError, match="without CUDA"):
+            pose_images(photos, tmp_path / "other", device="cuda")
+
+
+def test_too_few_registered_keeps_terminal_clean(tmp_path, capfd, caplog):
+    photos = _photos(tmp_path / "photos", 3, size=(64, 48), flat=True)  # no features at all
+    with caplog.at_level(logging.INFO, logger="reconfusion"), pytest.raises(InputError) as err:
+        pose_images(photos, tmp_path / "out", device="cpu")
+    message = str(err.value)
+    assert "registered only 0 of 3" in message and "--matcher sequential" in message and "overlap" in message
+    assert not (tmp_path / "out").exists()
+    log = tmp_path / "out.colmap.log"
+    assert log.is_file() and "feature" in log.read_text().lower()
+    terminal = capfd.readouterr()
+    assert "feature_extraction" not in terminal.out + terminal.err  # pycolmap's glog lines went to the log file
+    assert str(log) in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("model", "params", "intrinsics", "distortion"),
+    [
+        ("SIMPLE_PINHOLE", [100, 20, 10], [100, 100, 20, 10], [0, 0, 0, 0]),
+        ("PINHOLE", [100, 90, 20, 10], [100, 90, 20, 10], [0, 0, 0, 0]),
+        ("SIMPLE_RADIAL", [100, 20, 10, 0.1], [100, 100, 20, 10], [0.1, 0, 0, 0]),
+        ("RADIAL", [100, 20, 10, 0.1, -0.2], [100, 100, 20, 10], [0.1, -0.2, 0, 0]),
+        ("OPENCV", [100, 90, 20, 10, 0.1, -0.2, 0.01, 0.02], [100, 90, 20, 10], [0.1, -0.2, 0.01, 0.02]),
+    ],
+)
+def test_camera_models_map_to_pinhole_and_opencv_distortion(model, params, intrinsics, distortion):
+    camera = SimpleNamespace(model=SimpleNamespace(name=model), params=np.array(params, float))
+    got_intrinsics, got_distortion = _camera_arrays(camera)
+    np.testing.assert_allclose(got_intrinsics, intrinsics)
+    np.testing.assert_allclose(got_distortion, distortion)
+
+
+def _llff_opengl(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """fern's LLFF poses as OpenGL (N, 4, 4), and (N, 3) [h, w, f] at full resolution."""
+    poses_bounds = np.load(root / "poses_bounds.npy")
+    poses = poses_bounds[:, :15].reshape(-1, 3, 5)
+    return llff_to_opengl(poses[:, :, :4]), poses[:, :, 4]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (FERN / "images_8").is_dir(), reason="fern test data (../shared/data) absent")
+def test_fern_poses_match_llff(tmp_path, capfd, caplog):
+    with caplog.at_level(logging.INFO, logger="reconfusion"):
+        result = pose_images(FERN / "images_8", tmp_path / "fern", device="cpu")
+    photos = sorted(p.name for p in (FERN / "images_8").iterdir())
+    assert result.total == len(photos) == 20 and result.registered >= 18
+    assert 0.0 < result.mean_reprojection_error < 2.0
+    assert result.log_path == tmp_path / "fern" / "colmap.log" and result.log_path.stat().st_size > 0
+    assert f"registered {result.registered}/20" in caplog.text
+    assert "feature_extraction" not in "".join(capfd.readouterr())
+
+    scene = load_scene(result.scene_dir)
+    assert len(scene) == result.registered
+    names = original_names(result.scene_dir)
+    llff_index = [photos.index(names[p.relative_to(scene.root).as_posix()]) for p in scene.image_paths]
+    assert llff_index == sorted(llff_index)  # frames keep the photos' order, so split ids stay meaningful
+    llff_c2w, hwf = _llff_opengl(FERN)
+
+    scale, rotation, translation = similarity_alignment(scene.c2w[:, :3, 3], llff_c2w[llff_index, :3, 3])
+    aligned = scale * scene.c2w[:, :3, 3] @ rotation.T + translation
+    centres = llff_c2w[:, :3, 3]
+    extent = np.linalg.norm(centres[:, None] - centres[None], axis=-1).max()
+    errors = np.linalg.norm(aligned - llff_c2w[llff_index, :3, 3], axis=-1)
+    assert errors.max() < 0.02 * extent, (errors / extent).round(4)
+
+    # Orientations agree too (catches an OpenCV/OpenGL axis mix-up that centres alone would not).
+    relative = np.swapaxes(llff_c2w[llff_index, :3, :3], -1, -2) @ rotation @ scene.c2w[:, :3, :3]
+    angles = np.degrees(np.arccos(np.clip((np.trace(relative, axis1=-2, axis2=-1) - 1) / 2, -1, 1)))
+    assert angles.max() < 2.0, angles.round(2)
+    # Focal length agrees with LLFF's (given at full resolution).
+    llff_focal = hwf[0, 2] * scene.sizes[0, 0] / hwf[0, 1]
+    np.testing.assert_allclose(scene.intrinsics[:, :2], llff_focal, rtol=0.08)  # OPENCV fits fx != fy
