@@ -201,3 +201,20 @@ def normalize_cameras(c2w: np.ndarray, focus: np.ndarray | None = None) -> tuple
     out = c2w.copy()
     out[:, :3, 3] = scale * (c2w[:, :3, 3] - focus)
     return out, scale, focus
+
+
+def normalize_for_prior(
+    observed_c2w: np.ndarray, target_c2w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """The prior's camera frame, computed from the observed cameras only.
+
+    Training and scene fitting both call this, so the prior always sees cameras normalised the
+    same way: the observed cameras' focus point at the origin, their centres in [-1, 1]^3 (the
+    paper's normalisation), the target cameras moved by the same similarity. Returns
+    (observed, target, near, far) with near/far bracketing the focus point.
+    """
+    observed, scale, focus = normalize_cameras(observed_c2w)
+    target = _as_homogeneous(target_c2w).copy()
+    target[..., :3, 3] = scale * (target[..., :3, 3] - focus)
+    distance = float(np.linalg.norm(observed[:, :3, 3], axis=-1).mean())
+    return observed, target, 0.05 * distance, 3.0 * distance
