@@ -1,0 +1,421 @@
+"""Benchmark importers: LLFF, Blender (NeRF-synthetic), nerfstudio / instant-ngp, released
+ReconFusion split folders and DTU (pixelNeRF / IDR ``cameras.npz``) -> reconfusion scene folders.
+
+Every importer validates its input first (missing files, image/pose count mismatches, images that do
+not decode, non-finite or degenerate poses all raise :class:`InputError` naming the file and the fix)
+and then writes the scene atomically with :func:`reconfusion.scene.write_scene`.
+
+Poses are converted to OpenGL camera-to-world and otherwise left in the dataset's own world frame and
+units: nothing is rescaled or recentred here (the models normalise cameras themselves). What the
+importer knows beyond cameras is kept as top-level keys of ``transforms.json``:
+
+- ``reconfusion_import``: the source format and folder;
+- ``reconfusion_bounds`` (llff): per-frame ``[near, far]`` from ``poses_bounds.npy``, in LLFF units;
+- ``reconfusion_subsets`` (blender; nerfstudio when its transforms name train/val/test files): the
+  dataset subset (``"train"``, ``"val"``, ``"test"``, or ``"none"``) of each frame, in the order of
+  ``frames``.
+  ``reconfusion data splits --protocol blender`` keeps the ``"test"`` frames as test views.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from reconfusion.cameras import check_poses, focal_from_fov, llff_to_opengl, opencv_to_opengl
+from reconfusion.files import IMAGE_SUFFIXES, InputError, atomic_directory, image_size, read_image, read_json
+from reconfusion.scene import TRANSFORMS, Scene, load_scene, resolve_image_path, write_scene
+
+logger = logging.getLogger("reconfusion")
+
+Format = Literal["llff", "blender", "nerfstudio", "reconfusion", "dtu"]
+SOURCE_KEY = "reconfusion_import"
+BOUNDS_KEY = "reconfusion_bounds"
+SUBSETS_KEY = "reconfusion_subsets"
+BLENDER_SUBSETS = ("train", "val", "test")
+BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
+_UNSUPPORTED_MODELS = ("OPENCV_FISHEYE", "EQUIRECTANGULAR", "FISHEYE", "OMNIDIRECTIONAL")
+
+
+def import_scene(
+    format: Format,
+    src: Path,
+    out: Path,
+    *,
+    downscale: int = 8,
+    background: Literal["white", "black"] = "white",
+    overwrite: bool = False,
+) -> Path:
+    """Import the benchmark scene ``src`` (layout ``format``) into the scene folder ``out``.
+
+    ``downscale`` picks LLFF's ``images_{downscale}/`` folder; ``background`` is the colour Blender's
+    RGBA images are composited on. Returns ``out``.
+    """
+    src, out = Path(src), Path(out)
+    if format in ("nerfstudio", "reconfusion") and src.name == TRANSFORMS and src.is_file():
+        src = src.parent
+    if not src.is_dir():
+        raise InputError(f"{src}: source folder not found; check the path to the {format} scene")
+    _check_out(src, out)
+    if format == "llff":
+        _import_llff(src, out, downscale, overwrite)
+    elif format == "blender":
+        if background not in BACKGROUNDS:
+            raise InputError(f"background {background!r} is not one of {sorted(BACKGROUNDS)}")
+        _import_blender(src, out, BACKGROUNDS[background], overwrite)
+    elif format == "nerfstudio":
+        _import_nerfstudio(src, out, overwrite)
+    elif format == "reconfusion":
+        _import_reconfusion(src, out, overwrite)
+    elif format == "dtu":
+        _import_dtu(src, out, overwrite)
+    else:
+        raise InputError(f"unknown import format {format!r}; choose llff, blender, nerfstudio, reconfusion or dtu")
+    return out
+
+
+def _check_out(src: Path, out: Path) -> None:
+    src_abs, out_abs = src.resolve(), out.resolve()
+    if src_abs == out_abs or out_abs in src_abs.parents or src_abs in out_abs.parents:
+        raise InputError(f"{out}: the output folder must not contain or lie inside the source {src}; choose another")
+
+
+def _rigid(c2w: np.ndarray, source: Path) -> np.ndarray:
+    """check_poses, with its ValueError turned into the InputError of bad user input."""
+    try:
+        return check_poses(c2w, str(source))
+    except InputError:
+        raise
+    except ValueError as err:
+        raise InputError(str(err)) from err
+
+
+def _load_source(src: Path) -> Scene:
+    try:
+        return load_scene(src)
+    except InputError:
+        raise
+    except ValueError as err:
+        raise InputError(str(err)) from err
+
+
+def _list_images(folder: Path) -> list[Path]:
+    images = sorted(p for p in folder.iterdir() if p.suffix in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not images:
+        raise InputError(f"{folder}: no images (png/jpg) found; put the scene's images there")
+    return images
+
+
+def _decoded_sizes(paths: Sequence[Path]) -> np.ndarray:
+    """(N, 2) width, height; every image is decoded once so broken files fail here, not later."""
+    return np.array([read_image(p).shape[1::-1] for p in paths], dtype=np.int64)
+
+
+def _source_info(format: str, src: Path, **more) -> dict:
+    return {SOURCE_KEY: {"format": format, "source": str(src.resolve()), **more}}
+
+
+# --------------------------------------------------------------------------------------------- llff
+
+
+def _llff_image_dir(src: Path, downscale: int) -> Path:
+    if downscale < 1:
+        raise InputError(f"--downscale {downscale}: must be a positive integer (8 gives LLFF's 504x378 images)")
+    candidates = [src / f"images_{downscale}"] + ([src / "images"] if downscale == 1 else [])
+    for folder in candidates:
+        if folder.is_dir():
+            return folder
+    have = sorted(p.name for p in src.glob("images*") if p.is_dir()) or "none"
+    raise InputError(
+        f"{candidates[0]}: image folder not found (image folders present: {have}); "
+        "pass the matching --downscale or downsample the images into that folder"
+    )
+
+
+def _read_poses_bounds(src: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3, 5) LLFF pose-hwf matrices and (N, 2) near/far bounds, validated."""
+    path = src / "poses_bounds.npy"
+    if not path.is_file():
+        raise InputError(f"{path}: missing; an LLFF scene needs poses_bounds.npy (LLFF's imgs2poses.py writes it)")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise InputError(f"{path}: not a readable .npy array ({err}); regenerate it") from err
+    if array.ndim != 2 or array.shape[1] != 17:
+        raise InputError(f"{path}: expected an (N, 17) array (3x5 pose-hwf + near, far), got {array.shape}")
+    bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if bad.size:
+        raise InputError(f"{path}: non-finite poses or bounds in rows {bad[:10].tolist()}; re-run pose estimation")
+    poses = array[:, :15].reshape(-1, 3, 5).astype(np.float64)
+    if np.any(poses[:, :, 4] <= 0):
+        raise InputError(f"{path}: height, width and focal (column 5) must be positive; regenerate the file")
+    return poses, array[:, 15:].astype(np.float64)
+
+
+def _import_llff(src: Path, out: Path, downscale: int, overwrite: bool) -> None:
+    poses, bounds = _read_poses_bounds(src)
+    poses_file = src / "poses_bounds.npy"
+    image_dir = _llff_image_dir(src, downscale)
+    images = _list_images(image_dir)
+    if len(images) != len(poses):
+        raise InputError(
+            f"{image_dir}: {len(images)} images but {poses_file} has {len(poses)} pose rows; "
+            "they pair in sorted order, so remove the extra images or regenerate poses_bounds.npy"
+        )
+    c2w = _rigid(llff_to_opengl(poses[:, :, :4]), poses_file)
+    sizes = _decoded_sizes(images)
+    full_h, full_w, focal = poses[:, 0, 4], poses[:, 1, 4], poses[:, 2, 4]
+    scale_x, scale_y = sizes[:, 0] / full_w, sizes[:, 1] / full_h
+    if np.any(np.abs(scale_x - scale_y) * full_h > 1.0):
+        logger.warning("%s: aspect ratio differs from poses_bounds.npy's h, w; focal follows the width", image_dir)
+    fx = focal * scale_x
+    intrinsics = np.stack([fx, fx, sizes[:, 0] / 2.0, sizes[:, 1] / 2.0], axis=-1)
+    extra = _source_info("llff", src, downscale=downscale, world="LLFF units, not rescaled or recentred")
+    extra[BOUNDS_KEY] = bounds.tolist()
+    write_scene(out, images, c2w, intrinsics, sizes=sizes, extra=extra, overwrite=overwrite)
+    logger.info(
+        "llff: imported %d frames (%dx%d, from %s) into %s; near/far kept as %s",
+        len(images), sizes[0, 0], sizes[0, 1], image_dir.name, out, BOUNDS_KEY,
+    )
+
+
+# ------------------------------------------------------------------------------------------ blender
+
+
+class _Composited(Sequence):
+    """RGBA images composited on a background, decoded one at a time as write_scene asks for them."""
+
+    def __init__(self, paths: Sequence[Path], background: tuple[float, float, float]):
+        self.paths, self.background = list(paths), background
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        return read_image(self.paths[index], background=self.background)
+
+
+def _blender_frames(src: Path) -> tuple[list[Path], list[list], list[list[float]], list[str]]:
+    """Image paths, transform matrices, (fov_x, fov_y or None) and subset names, train/val/test order."""
+    paths, matrices, fovs, subsets = [], [], [], []
+    files = [src / f"transforms_{name}.json" for name in BLENDER_SUBSETS]
+    if not any(f.is_file() for f in files):
+        raise InputError(f"{src}: no transforms_train/val/test.json; a Blender (NeRF-synthetic) scene needs them")
+    for name, source in zip(BLENDER_SUBSETS, files):
+        if not source.is_file():
+            logger.info("blender: %s absent, no %s frames", source.name, name)
+            continue
+        meta = read_json(source)
+        if not isinstance(meta, dict) or "camera_angle_x" not in meta or not meta.get("frames"):
+            raise InputError(f"{source}: needs 'camera_angle_x' and a non-empty 'frames' list")
+        for frame in meta["frames"]:
+            path = resolve_image_path(src, str(frame.get("file_path", "")))
+            if path is None:
+                raise InputError(f"{source}: image {frame.get('file_path')!r} not found; add it or remove its frame")
+            if "transform_matrix" not in frame:
+                raise InputError(f"{source}: frame {frame.get('file_path')!r} has no transform_matrix")
+            paths.append(path)
+            matrices.append(frame["transform_matrix"])
+            fovs.append([float(meta["camera_angle_x"]), meta.get("camera_angle_y")])
+            subsets.append(name)
+    return paths, matrices, fovs, subsets
+
+
+def _import_blender(src: Path, out: Path, background: tuple[float, float, float], overwrite: bool) -> None:
+    paths, matrices, fovs, subsets = _blender_frames(src)
+    try:
+        c2w = np.array(matrices, dtype=np.float64)
+    except ValueError as err:
+        raise InputError(f"{src}: transform_matrix entries must all be 4x4 numbers ({err})") from err
+    if c2w.shape[1:] != (4, 4):
+        raise InputError(f"{src}: transform_matrix must be 4x4 for every frame, got {c2w.shape[1:]}")
+    c2w = _rigid(c2w, src / "transforms_*.json")
+    sizes = np.array([image_size(p) for p in paths], dtype=np.int64)
+    intrinsics = []
+    for (fov_x, fov_y), (width, height) in zip(fovs, sizes):
+        fx = focal_from_fov(fov_x, float(width))
+        fy = fx if fov_y is None else focal_from_fov(float(fov_y), float(height))
+        intrinsics.append([fx, fy, width / 2.0, height / 2.0])
+    extra = _source_info("blender", src, background=list(background))
+    extra[SUBSETS_KEY] = subsets
+    images = _Composited(paths, background)
+    write_scene(out, images, c2w, np.array(intrinsics), sizes=sizes, extra=extra, overwrite=overwrite)
+    counts = {name: subsets.count(name) for name in BLENDER_SUBSETS}
+    logger.info("blender: imported %d frames %s composited on %s into %s", len(paths), counts, list(background), out)
+
+
+# ------------------------------------------------------------------------------ nerfstudio, reconfusion
+
+
+def _frame_subsets(src: Path, meta: dict, scene: Scene) -> list[str] | None:
+    """nerfstudio's optional train/val/test_filenames as one subset name per (sorted) frame.
+
+    Frames no list names are "train" when the file has no train_filenames, else "none".
+    """
+    lookup = {}
+    for name in BLENDER_SUBSETS:
+        for file_path in meta.get(f"{name}_filenames", []):
+            resolved = resolve_image_path(src, str(file_path))
+            if resolved is not None:
+                lookup[resolved] = name
+    if not lookup:
+        return None
+    unlisted = "none" if "train_filenames" in meta else "train"
+    return [lookup.get(path, unlisted) for path in scene.image_paths]
+
+
+def _check_pinhole(meta: dict, source: Path) -> None:
+    model = str(meta.get("camera_model", "OPENCV")).upper()
+    if model in _UNSUPPORTED_MODELS or meta.get("is_fisheye"):
+        raise InputError(
+            f"{source}: camera model {model} is not supported (pinhole + OpenCV k1 k2 p1 p2 only); "
+            "undistort the images first"
+        )
+    frames = meta.get("frames", [])
+    if any(abs(float(f.get(k, meta.get(k, 0.0)))) > 0 for f in frames for k in ("k3", "k4")):
+        logger.warning("%s: k3/k4 distortion is dropped (the scene format keeps k1, k2, p1, p2)", source)
+
+
+def _depths(scene: Scene) -> list[np.ndarray] | None:
+    if not scene.depth_paths:
+        return None
+    if all(p is not None and p.suffix == ".npy" and p.is_file() for p in scene.depth_paths):
+        return [np.load(p) for p in scene.depth_paths]
+    logger.warning("%s: depth maps dropped (only a .npy depth for every frame is imported)", scene.root)
+    return None
+
+
+def _rewrite(src: Path, out: Path, format: str, overwrite: bool) -> Scene:
+    """Read a transforms.json scene and write it canonically, keeping its split files."""
+    scene = _load_source(src)
+    meta = read_json(src / TRANSFORMS)
+    _check_pinhole(meta, src / TRANSFORMS)
+    _decoded_sizes(scene.image_paths)
+    extra = _source_info(format, src)
+    if "applied_transform" in meta:
+        extra["applied_transform"] = meta["applied_transform"]
+    subsets = _frame_subsets(src, meta, scene)
+    if subsets is not None:
+        extra[SUBSETS_KEY] = subsets
+    write_scene(
+        out, list(scene.image_paths), scene.c2w, scene.intrinsics, sizes=scene.sizes, distortion=scene.distortion,
+        splits=scene.splits, depths=_depths(scene), extra=extra, overwrite=overwrite,
+    )
+    return scene
+
+
+def _import_nerfstudio(src: Path, out: Path, overwrite: bool) -> None:
+    scene = _rewrite(src, out, "nerfstudio", overwrite)
+    kept = sorted(scene.splits) or "none"
+    logger.info("nerfstudio: imported %d frames into %s (splits kept: %s)", len(scene), out, kept)
+
+
+def _import_reconfusion(src: Path, out: Path, overwrite: bool) -> None:
+    scene = _load_source(src)
+    if not scene.splits:
+        raise InputError(
+            f"{src}: no train_test_split_N.json; a released ReconFusion split folder has them "
+            "(import a scene without splits with format nerfstudio)"
+        )
+    root, kept = src.resolve(), sorted(scene.splits)
+    if all(root in p.parents for p in scene.image_paths):
+        _decoded_sizes(scene.image_paths)
+        with atomic_directory(out, overwrite=overwrite) as tmp:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+        logger.info("reconfusion: validated and copied %s (%d frames, splits %s) to %s", src, len(scene), kept, out)
+        return
+    _rewrite(src, out, "reconfusion", overwrite)
+    logger.info("reconfusion: images outside %s were copied in; frames renamed, split ids unchanged", src)
+
+
+# ---------------------------------------------------------------------------------------------- dtu
+
+
+def _rq(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """matrix (3, 3) = upper-triangular (positive diagonal) @ orthonormal, via numpy's QR."""
+    flip = np.eye(3)[::-1]
+    q, r = np.linalg.qr((flip @ matrix).T)
+    upper, ortho = flip @ r.T @ flip, flip @ q.T
+    signs = np.diag(np.sign(np.diag(upper)))
+    return upper @ signs, signs @ ortho
+
+
+def decompose_projection(projection: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 3x4 (or 4x4) projection ``P ~ K [R | t]`` -> (K (3, 3) with K[2, 2] = 1, OpenCV c2w (4, 4)).
+
+    ``P`` may carry any non-zero scale, negative included. Raises ValueError when it is singular.
+    """
+    p = np.asarray(projection, dtype=np.float64)[:3, :4]
+    det = np.linalg.det(p[:, :3]) if np.all(np.isfinite(p)) else np.nan
+    if not np.isfinite(det) or abs(det) <= 1e-12 * np.abs(p[:, :3]).max() ** 3:
+        raise ValueError("projection matrix is singular or non-finite")
+    if det < 0:
+        p = -p
+    k, rotation = _rq(p[:, :3])
+    c2w = np.eye(4)
+    c2w[:3, :3] = rotation.T
+    c2w[:3, 3] = -np.linalg.solve(p[:, :3], p[:, 3])
+    return k / k[2, 2], c2w
+
+
+def _dtu_cameras(cameras: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 4) intrinsics and (N, 4, 4) OpenGL c2w in the normalised (scale_mat) world.
+
+    K is taken as is, with pixel centres at +0.5 like every camera here (as RegNeRF's DTU loader does).
+    """
+    try:
+        data = dict(np.load(cameras, allow_pickle=False))
+    except (ValueError, OSError) as err:
+        raise InputError(f"{cameras}: not a readable .npz file ({err}); regenerate it") from err
+    mats = sorted(int(m.group(1)) for m in map(re.compile(r"world_mat_(\d+)$").match, data) if m)
+    if mats != list(range(count)):
+        raise InputError(
+            f"{cameras}: holds {len(mats)} world_mat_i but the image folder has {count} images; "
+            "world_mat_i must exist for i = 0..N-1, one per image in sorted order"
+        )
+    intrinsics, c2w = [], []
+    for i in range(count):
+        projection = _homogeneous(data[f"world_mat_{i}"], cameras, f"world_mat_{i}")
+        if f"scale_mat_{i}" in data:
+            projection = projection @ _homogeneous(data[f"scale_mat_{i}"], cameras, f"scale_mat_{i}")
+        try:
+            k, pose = decompose_projection(projection)
+        except ValueError as err:
+            raise InputError(f"{cameras}: world_mat_{i}: {err}; re-export the calibration") from err
+        if abs(k[0, 1]) > 1e-3 * abs(k[0, 0]):
+            logger.warning("%s: camera %d has skew %.3g, which the pinhole model drops", cameras, i, k[0, 1])
+        intrinsics.append([k[0, 0], k[1, 1], k[0, 2], k[1, 2]])
+        c2w.append(opencv_to_opengl(pose))
+    return np.array(intrinsics), _rigid(np.array(c2w), cameras)
+
+
+def _homogeneous(matrix: np.ndarray, source: Path, key: str) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.shape not in ((3, 4), (4, 4)):
+        raise InputError(f"{source}: {key} must be 3x4 or 4x4, got {matrix.shape}")
+    if not np.all(np.isfinite(matrix)):
+        raise InputError(f"{source}: {key} is not finite; re-export the calibration")
+    return np.vstack([matrix[:3], [0.0, 0.0, 0.0, 1.0]])
+
+
+def _import_dtu(src: Path, out: Path, overwrite: bool) -> None:
+    image_dir = next((src / name for name in ("image", "images") if (src / name).is_dir()), None)
+    if image_dir is None:
+        raise InputError(f"{src}: no image/ (or images/) folder; a DTU scene in pixelNeRF/IDR layout has one")
+    cameras = next((src / name for name in ("cameras.npz", "cameras_sphere.npz") if (src / name).is_file()), None)
+    if cameras is None:
+        raise InputError(f"{src / 'cameras.npz'}: missing; a DTU scene in pixelNeRF/IDR layout needs it")
+    images = _list_images(image_dir)
+    intrinsics, c2w = _dtu_cameras(cameras, len(images))
+    sizes = _decoded_sizes(images)
+    extra = _source_info("dtu", src, world="normalised by scale_mat_i where present (IDR), not rescaled further")
+    write_scene(out, images, c2w, intrinsics, sizes=sizes, extra=extra, overwrite=overwrite)
+    logger.info(
+        "dtu: imported %d frames (%dx%d) with cameras from %s into %s", len(images), *sizes[0], cameras.name, out
+    )

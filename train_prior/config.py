@@ -1,0 +1,97 @@
+"""Training configuration and its presets (``python -m train_prior {tiny-vae,tiny,sd} --help``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+DatasetFormat = Literal["scenes", "co3d", "realestate10k", "mvimgnet"]
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One training dataset and its share of the examples."""
+
+    path: Path
+    """Dataset root folder."""
+    format: DatasetFormat = "scenes"
+    """scenes: folders written by `reconfusion data` (any depth); or a CO3D v2 / RealEstate10K / MVImgNet root."""
+    weight: float = 1.0
+    """Relative share of training examples drawn from this dataset."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Train the prior (or, for the tiny preset, its autoencoder first) with Accelerate."""
+
+    datasets: tuple[DatasetConfig, ...] = ()
+    """Training datasets (mixed by weight). On the command line: --datasets.path and friends, or --data."""
+    data: tuple[Path, ...] = ()
+    """Shorthand: scene folders (format "scenes", weight 1), added to --datasets."""
+    output_dir: Path = Path("runs/prior")
+    """Checkpoints, tensorboard logs and the exported model go here; training resumes from it."""
+    stage: Literal["vae", "prior"] = "prior"
+    """vae: train the tiny preset's autoencoder; prior: train PixelNeRF + U-Net (+ image encoder)."""
+    preset: Literal["tiny", "sd"] = "tiny"
+    """Model size: tiny (64x64, trainable on a CPU) or sd (512x512 from a Stable Diffusion folder)."""
+    pretrained: str | None = None
+    """sd preset: Stable Diffusion folder or hub id the U-Net and VAE start from."""
+    vae: Path | None = None
+    """tiny preset, prior stage: the autoencoder folder exported by the vae stage (its `vae/` output)."""
+    resolution: int = 64
+    """Image side of training examples."""
+    num_observed: int = 3
+    """Observed views per example (the paper uses 3)."""
+    steps: int = 10_000
+    """Optimizer steps."""
+    batch_size: int = 16
+    """Examples per process and micro-step."""
+    gradient_accumulation: int = 1
+    """Micro-steps per optimizer step."""
+    learning_rate: float = 1e-4
+    """Peak AdamW learning rate (the paper's)."""
+    warmup_steps: int = 500
+    """Linear learning-rate warm-up."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping."""
+    ema_decay: float = 0.999
+    """EMA of the weights, exported at the end; 0 disables."""
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    """Mixed precision on GPU."""
+    checkpoint_every: int = 500
+    """Save the full training state every N steps (and at the end)."""
+    keep_checkpoints: int = 3
+    """Keep the last K checkpoints."""
+    log_every: int = 25
+    """Log losses, learning rate and examples/s every N steps."""
+    image_every: int = 500
+    """Log an image grid (observed | PixelNeRF RGB | sample | target) every N steps; 0 disables."""
+    num_workers: int = 0
+    """DataLoader worker processes per training process."""
+    seed: int = 0
+    """Seeds the example stream, the noise and the initial weights."""
+    cpu: bool = False
+    """Force CPU (also implied when no GPU is present; needed for multi-process gloo runs on CPU)."""
+
+    def all_datasets(self) -> tuple[DatasetConfig, ...]:
+        return self.datasets + tuple(DatasetConfig(path=p) for p in self.data)
+
+
+PRESETS: dict[str, tuple[str, TrainConfig]] = {
+    "tiny-vae": (
+        "Stage 1 of the tiny preset: a 4x-downsampling AutoencoderKL trained from scratch at 64x64.",
+        TrainConfig(stage="vae", steps=3000, batch_size=16, learning_rate=2e-4, warmup_steps=100, ema_decay=0.0,
+                    output_dir=Path("runs/tiny-vae")),
+    ),
+    "tiny": (
+        "Stage 2 of the tiny preset: PixelNeRF + U-Net + image encoder at 64x64 on a frozen tiny VAE.",
+        TrainConfig(stage="prior", steps=10_000, batch_size=16, learning_rate=3e-4, output_dir=Path("runs/tiny-prior")),
+    ),
+    "sd": (
+        "The paper-sized prior: 512x512 from a Stable Diffusion folder (GPU; mixed precision).",
+        TrainConfig(preset="sd", stage="prior", resolution=512, batch_size=8, mixed_precision="bf16",
+                    checkpoint_every=2000, output_dir=Path("runs/sd-prior")),
+    ),
+}
+
