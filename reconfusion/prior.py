@@ -1,0 +1,428 @@
+"""The ReconFusion prior: a PixelNeRF-conditioned latent diffusion model (RECONFUSION.md section 1).
+
+:class:`ReconFusionPrior` holds five components, as a diffusers pipeline does: ``pixelnerf``
+(:class:`~reconfusion.pixelnerf.PixelNeRF`), ``image_encoder`` (one token per observed view,
+:mod:`reconfusion.conditioning`), ``unet`` (UNet2DConditionModel taking the noisy latent concatenated
+with PixelNeRF's feature map), ``vae`` (AutoencoderKL, frozen) and ``scheduler`` (DDPMScheduler for
+training; sampling uses a DDIMScheduler built from its config).
+
+- :meth:`ReconFusionPrior.loss`: L_diff + lambda * L_PixelNeRF, observed views dropped per example.
+- :meth:`ReconFusionPrior.sample`: the annealed multistep sample of section 2: encode an image, noise
+  it to ``t_start``, ``num_steps`` DDIM steps to 0 with classifier-free guidance.
+- :meth:`ReconFusionPrior.save_pretrained` / :meth:`ReconFusionPrior.from_pretrained`: one folder.
+
+Dropping the observed views (classifier-free guidance) zeroes their images, which PixelNeRF then sees,
+and replaces their tokens by the null (zero) token. The unconditional branch of guidance is the same.
+
+Usage::
+
+    prior = ReconFusionPrior.from_preset("tiny")            # or .from_pretrained(folder)
+    losses = prior.loss(batch)                                # PriorBatch of tensors
+    images = prior.sample(obs, obs_c2w, obs_k, c2w, k, init_images=x, t_start=0.5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers.utils.torch_utils import randn_tensor
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+
+from reconfusion.cameras import scale_intrinsics
+from reconfusion.conditioning import PriorCondition, check_views, null_tokens, stack_views
+from reconfusion.pixelnerf import PixelNeRF
+from reconfusion.presets import (
+    COMPONENT_CLASSES,
+    PriorConfig,
+    StableDiffusionPreset,
+    TinyPreset,
+    build_tiny_components,
+    check_components,
+    load_component,
+    load_prior_folder,
+    load_stable_diffusion_components,
+    save_prior_folder,
+    vae_downsampling,
+)
+
+
+@dataclass(frozen=True)
+class PriorBatch:
+    """One training batch: V observed views and one target view per example, images in [0, 1]."""
+
+    observed_images: Float[Tensor, "B V 3 H W"]
+    """Observed views (any common size; their intrinsics refer to that size)."""
+    observed_c2w: Float[Tensor, "B V 4 4"]
+    """OpenGL camera-to-world matrices of the observed views (normalised cameras)."""
+    observed_intrinsics: Float[Tensor, "B V 4"]
+    """fx, fy, cx, cy of the observed views, in pixels of observed_images."""
+    target_image: Float[Tensor, "B 3 R R"]
+    """The image to denoise, at the prior's resolution R."""
+    target_c2w: Float[Tensor, "B 4 4"]
+    """Camera-to-world of the target view."""
+    target_intrinsics: Float[Tensor, "B 4"]
+    """Intrinsics of the target view, in pixels of target_image."""
+    near: Float[Tensor, "B"]
+    """Near depth of PixelNeRF rays per example."""
+    far: Float[Tensor, "B"]
+    """Far depth of PixelNeRF rays per example."""
+
+
+@dataclass(frozen=True)
+class PriorLosses:
+    """What :meth:`ReconFusionPrior.loss` returns."""
+
+    total: Float[Tensor, ""]
+    """L_diff + lambda * L_PixelNeRF, to backpropagate."""
+    diffusion: Float[Tensor, ""]
+    """L_diff: MSE between the U-Net output and its target (epsilon or v, the scheduler's prediction type)."""
+    pixelnerf: Float[Tensor, ""]
+    """L_PixelNeRF: MSE between PixelNeRF's RGB and the target at latent resolution (kept examples only)."""
+    dropped: Bool[Tensor, "B"]
+    """Which examples had their observed views dropped."""
+    timesteps: Int[Tensor, "B"]
+    """The diffusion timesteps drawn."""
+    pixelnerf_rgb: Float[Tensor, "B 3 h w"]
+    """PixelNeRF's RGB at latent resolution (detached), for logging."""
+
+
+def ddim_update(
+    sample: Float[Tensor, "B C h w"],
+    model_output: Float[Tensor, "B C h w"],
+    alpha_bar: Float[Tensor, "B"],
+    alpha_bar_prev: Float[Tensor, "B"],
+    prediction_type: str,
+) -> Float[Tensor, "B C h w"]:
+    """One deterministic DDIM step (eta = 0) with a per-example noise level, no clipping."""
+    a = alpha_bar.to(sample.dtype).view(-1, 1, 1, 1)
+    a_prev = alpha_bar_prev.to(sample.dtype).view(-1, 1, 1, 1)
+    x0, eps = split_prediction(sample, model_output, a, prediction_type)
+    return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+
+
+def split_prediction(sample: Tensor, model_output: Tensor, a: Tensor, prediction_type: str) -> tuple[Tensor, Tensor]:
+    """(x0, eps) from a model output at noise level alpha_bar ``a`` (broadcastable to sample)."""
+    if prediction_type == "epsilon":
+        eps = model_output
+        return (sample - (1 - a).sqrt() * eps) / a.sqrt(), eps
+    if prediction_type == "v_prediction":
+        return a.sqrt() * sample - (1 - a).sqrt() * model_output, a.sqrt() * model_output + (1 - a).sqrt() * sample
+    if prediction_type == "sample":
+        return model_output, (sample - a.sqrt() * model_output) / (1 - a).sqrt()
+    raise ValueError(f"unsupported prediction_type {prediction_type!r}; use epsilon, v_prediction or sample")
+
+
+def sampling_timesteps(t_start: Float[Tensor, "B"], num_train_timesteps: int, num_steps: int) -> Int[Tensor, "S B"]:
+    """The ``num_steps`` timesteps of each example, from t_start * (T - 1) down towards 0 (exclusive)."""
+    start = t_start.double() * (num_train_timesteps - 1)
+    fractions = 1.0 - torch.arange(num_steps, dtype=torch.float64, device=t_start.device) / num_steps
+    return torch.round(fractions[:, None] * start[None]).long()
+
+
+def _on_device(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """``generator`` itself, or, when it lives on another device, a generator on ``device`` seeded from it."""
+    if generator is None or generator.device.type == device.type:
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    return torch.Generator(device).manual_seed(seed)
+
+
+def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=gen_device).to(device)
+
+
+class ReconFusionPrior(nn.Module):
+    """PixelNeRF-conditioned latent diffusion prior (see the module docstring)."""
+
+    def __init__(
+        self,
+        pixelnerf: PixelNeRF,
+        image_encoder: nn.Module,
+        unet: UNet2DConditionModel,
+        vae: AutoencoderKL,
+        scheduler: DDPMScheduler,
+        config: PriorConfig = PriorConfig(),
+    ):
+        super().__init__()
+        problems = check_components(pixelnerf, image_encoder, unet, vae, scheduler, config)
+        if problems:
+            raise ValueError("the prior's components do not fit together: " + "; ".join(problems))
+        self.pixelnerf, self.image_encoder, self.unet, self.vae = pixelnerf, image_encoder, unet, vae
+        self.scheduler = scheduler
+        self.sampler = DDIMScheduler.from_config(scheduler.config)
+        self.config = config
+        self.vae.requires_grad_(False)
+        self.vae.eval()
+
+    # ------------------------------------------------------------------ construction and files
+
+    @classmethod
+    def from_preset(cls, name: str = "tiny", **kwargs) -> ReconFusionPrior:
+        """``"tiny"`` (kwargs: ``preset=TinyPreset(...)``, ``vae=trained AutoencoderKL``) or ``"sd"``
+        (kwargs as :meth:`from_stable_diffusion`)."""
+        if name == "tiny":
+            preset = kwargs.pop("preset", TinyPreset())
+            config = dataclasses.replace(preset.prior, resolution=preset.resolution, preset="tiny")
+            return cls(**build_tiny_components(preset, **kwargs), config=config)
+        if name == "sd":
+            return cls.from_stable_diffusion(**kwargs)
+        raise ValueError(f"unknown prior preset {name!r}; choose 'tiny' or 'sd'")
+
+    @classmethod
+    def from_stable_diffusion(
+        cls,
+        base: str | Path | None = None,
+        *,
+        preset: StableDiffusionPreset = StableDiffusionPreset(),
+        image_encoder: nn.Module | None = None,
+        pixelnerf: PixelNeRF | None = None,
+        torch_dtype: torch.dtype | None = None,
+    ) -> ReconFusionPrior:
+        """Start from a Stable Diffusion folder or hub id (U-Net widened with zero weights for f)."""
+        preset = preset if base is None else dataclasses.replace(preset, base=str(base))
+        components, resolution = load_stable_diffusion_components(preset, image_encoder, pixelnerf, torch_dtype)
+        config = dataclasses.replace(preset.prior, resolution=resolution, base_model=preset.base, preset="sd")
+        return cls(**components, config=config)
+
+    def save_pretrained(self, path: str | Path, overwrite: bool = True) -> None:
+        """One folder: a subfolder per component (safetensors + config.json) and reconfusion_prior.json."""
+        save_prior_folder(self._components(), self.config, Path(path), overwrite)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, torch_dtype: torch.dtype | None = None) -> ReconFusionPrior:
+        """Load a folder written by :meth:`save_pretrained` (a local folder or a hub id)."""
+        components, config = load_prior_folder(path, torch_dtype)
+        return cls(**components, config=config)
+
+    def with_vae(self, vae: AutoencoderKL | str | Path) -> ReconFusionPrior:
+        """The same components with another autoencoder (an AutoencoderKL or its save_pretrained folder),
+        e.g. the one trained by train_prior's VAE stage."""
+        vae = vae if isinstance(vae, AutoencoderKL) else load_component(AutoencoderKL, Path(vae), "vae")
+        return type(self)(**dict(self._components(), vae=vae), config=self.config)
+
+    def trainable_components(self) -> dict[str, nn.Module]:
+        """What the prior objective trains: PixelNeRF, the image encoder (its open_clip tower stays frozen)
+        and the U-Net. The VAE is frozen."""
+        return {"pixelnerf": self.pixelnerf, "image_encoder": self.image_encoder, "unet": self.unet}
+
+    def _components(self) -> dict:
+        return {name: getattr(self, name) for name in COMPONENT_CLASSES}
+
+    def train(self, mode: bool = True) -> ReconFusionPrior:
+        """Train mode for the trainable parts; the frozen VAE stays in eval mode."""
+        super().train(mode)
+        self.vae.eval()
+        return self
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def resolution(self) -> int:
+        return self.config.resolution
+
+    @property
+    def latent_resolution(self) -> int:
+        return self.config.resolution // vae_downsampling(self.vae)
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler.config.prediction_type
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    # ------------------------------------------------------------------ building blocks
+
+    def encode_images(self, images: Float[Tensor, "B 3 R R"]) -> Float[Tensor, "B c h w"]:
+        """Scaled latents (the VAE posterior's mean) of images in [0, 1]; differentiable."""
+        posterior = self.vae.encode(images.to(self.vae.dtype) * 2.0 - 1.0).latent_dist
+        return posterior.mean * self.vae.config.scaling_factor
+
+    def decode_latents(self, latents: Float[Tensor, "B c h w"]) -> Float[Tensor, "B 3 R R"]:
+        """Images in [0, 1] from scaled latents."""
+        images = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        return ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def condition(
+        self,
+        observed_images: Float[Tensor, "B V 3 H W"] | list[Tensor],
+        observed_c2w: Float[Tensor, "B V 4 4"],
+        observed_intrinsics: Float[Tensor, "B V 4"],
+        target_c2w: Float[Tensor, "B 4 4"],
+        target_intrinsics: Float[Tensor, "B 4"],
+        *,
+        near: float | Tensor | None = None,
+        far: float | Tensor | None = None,
+        dropped: Bool[Tensor, "B"] | None = None,
+        with_null: bool = False,
+        stratified: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> PriorCondition:
+        """PixelNeRF features and image tokens for target cameras given at the prior's resolution.
+
+        ``dropped`` examples get zeroed images and null tokens; ``with_null`` also renders the
+        all-dropped features for guidance. ``stratified`` PixelNeRF samples default to training mode.
+        """
+        images = stack_views(observed_images).to(self.device, self.dtype)
+        check_views(images, observed_c2w, observed_intrinsics, target_c2w, target_intrinsics)
+        batch = images.shape[0]
+        dropped = torch.zeros(batch, dtype=torch.bool, device=self.device) if dropped is None else dropped
+        images = images * (~dropped).to(images.dtype)[:, None, None, None, None]
+        size, scale = self.latent_resolution, self.latent_resolution / self.resolution
+        near = self.config.near if near is None else near
+        far = self.config.far if far is None else far
+        cams = (observed_c2w, observed_intrinsics, target_c2w, scale_intrinsics(target_intrinsics, scale, scale))
+        cams = tuple(c.to(self.device, torch.float32) for c in cams)
+        if with_null:  # one PixelNeRF call renders the conditional and the all-dropped batch
+            images = torch.cat([images, torch.zeros_like(images)])
+            cams = tuple(torch.cat([c, c]) for c in cams)
+            near, far = (torch.cat([d, d]) if isinstance(d, Tensor) and d.ndim else d for d in (near, far))
+        rendered = self.pixelnerf(
+            images, *cams, height=size, width=size, near=near, far=far, stratified=stratified,
+            generator=_on_device(generator, self.device),
+        )  # fmt: skip
+        features = rendered.features.to(self.dtype)
+        tokens = null_tokens(self.image_encoder(images[:batch]).to(self.dtype), dropped)
+        return PriorCondition(
+            features=features[:batch],
+            tokens=tokens,
+            rgb=rendered.rgb[:batch],
+            null_features=features[batch:] if with_null else None,
+        )
+
+    def unet_output(
+        self, noisy_latents: Tensor, timesteps: Tensor, features: Tensor, tokens: Tensor
+    ) -> Float[Tensor, "B c h w"]:
+        """The U-Net's raw prediction (epsilon, v or sample: the scheduler's prediction type)."""
+        inputs = torch.cat([noisy_latents.to(self.dtype), features.to(self.dtype)], dim=1)
+        return self.unet(inputs, timesteps, encoder_hidden_states=tokens.to(self.dtype)).sample
+
+    def guided_output(
+        self, noisy_latents: Tensor, timesteps: Tensor, conditioning: PriorCondition, guidance_scale: float
+    ) -> Float[Tensor, "B c h w"]:
+        """Classifier-free guidance: out_uncond + s * (out_cond - out_uncond) (s = 1: conditional only)."""
+        if guidance_scale == 1.0:
+            return self.unet_output(noisy_latents, timesteps, conditioning.features, conditioning.tokens)
+        if conditioning.null_features is None:
+            raise ValueError("guidance needs the unconditional features: build the condition with with_null=True")
+        features = torch.cat([conditioning.null_features, conditioning.features])
+        tokens = torch.cat([torch.zeros_like(conditioning.tokens), conditioning.tokens])
+        both = self.unet_output(torch.cat([noisy_latents] * 2), torch.cat([timesteps] * 2), features, tokens)
+        uncond, cond = both.chunk(2)
+        return uncond + guidance_scale * (cond - uncond)
+
+    def predict_noise(
+        self, noisy_latents: Tensor, timesteps: Int[Tensor, "B"], conditioning: PriorCondition, guidance_scale: float
+    ) -> Float[Tensor, "B c h w"]:
+        """Guided epsilon at ``timesteps`` (converted from v or x0 predictions), e.g. for score distillation."""
+        output = self.guided_output(noisy_latents, timesteps, conditioning, guidance_scale)
+        alpha_bar = self.scheduler.alphas_cumprod.to(noisy_latents.device)[timesteps].view(-1, 1, 1, 1)
+        return split_prediction(noisy_latents, output, alpha_bar.to(noisy_latents.dtype), self.prediction_type)[1]
+
+    # ------------------------------------------------------------------ training and sampling
+
+    def forward(self, batch: PriorBatch, generator: torch.Generator | None = None) -> PriorLosses:
+        """Same as :meth:`loss` (so that data-parallel wrappers can call the module)."""
+        return self.loss(batch, generator)
+
+    def loss(self, batch: PriorBatch, generator: torch.Generator | None = None) -> PriorLosses:
+        """L_diff + lambda * L_PixelNeRF on one batch; each example's views dropped with the set rate."""
+        target = batch.target_image.to(self.device, self.dtype)
+        if tuple(target.shape[1:]) != (3, self.resolution, self.resolution):
+            expected = (3, self.resolution, self.resolution)
+            raise ValueError(f"target_image must be (B, *{expected}) for this prior, got {tuple(target.shape)}")
+        size = target.shape[0]
+        dropped = _uniform((size,), generator, self.device) < self.config.condition_dropout
+        cond = self.condition(
+            batch.observed_images, batch.observed_c2w, batch.observed_intrinsics, batch.target_c2w,
+            batch.target_intrinsics, near=batch.near, far=batch.far, dropped=dropped, generator=generator,
+        )  # fmt: skip
+        with torch.no_grad():
+            posterior = self.vae.encode(target * 2.0 - 1.0).latent_dist
+            latents = posterior.sample(generator) * self.vae.config.scaling_factor
+        noise = randn_tensor(latents.shape, generator=generator, device=self.device, dtype=latents.dtype)
+        steps = self.scheduler.config.num_train_timesteps
+        timesteps = (_uniform((size,), generator, self.device) * steps).long().clamp(max=steps - 1)
+        noisy = self.scheduler.add_noise(latents, noise, timesteps)
+        goal = noise if self.prediction_type == "epsilon" else self.scheduler.get_velocity(latents, noise, timesteps)
+        if self.prediction_type == "sample":
+            goal = latents
+        diffusion = F.mse_loss(self.unet_output(noisy, timesteps, cond.features, cond.tokens).float(), goal.float())
+        small = F.interpolate(target.float(), size=cond.rgb.shape[-2:], mode="area")
+        per_example = ((cond.rgb.float() - small) ** 2).mean(dim=(1, 2, 3))
+        kept = (~dropped).float()
+        pixelnerf = (per_example * kept).sum() / kept.sum().clamp(min=1.0)
+        return PriorLosses(
+            total=diffusion + self.config.pixelnerf_loss_weight * pixelnerf,
+            diffusion=diffusion,
+            pixelnerf=pixelnerf,
+            dropped=dropped,
+            timesteps=timesteps,
+            pixelnerf_rgb=cond.rgb.detach(),
+        )
+
+    @torch.no_grad()
+    def sample(
+        self,
+        observed_images: Float[Tensor, "B V 3 H W"] | list[Tensor],
+        observed_c2w: Float[Tensor, "B V 4 4"],
+        observed_intrinsics: Float[Tensor, "B V 4"],
+        target_c2w: Float[Tensor, "B 4 4"],
+        target_intrinsics: Float[Tensor, "B 4"],
+        *,
+        init_images: Float[Tensor, "B 3 R R"] | None = None,
+        t_start: float | Tensor = 1.0,
+        num_steps: int = 10,
+        guidance_scale: float = 3.0,
+        generator: torch.Generator | None = None,
+        near: float | Tensor | None = None,
+        far: float | Tensor | None = None,
+    ) -> Float[Tensor, "B 3 R R"]:
+        """Images at the target cameras: ``init_images`` noised to ``t_start`` (a fraction of the training
+        timesteps; 1 = pure noise, the init ignored), then ``num_steps`` DDIM steps to 0 with guidance."""
+        images = stack_views(observed_images)
+        batch = images.shape[0]
+        start = torch.as_tensor(t_start, dtype=torch.float64, device=self.device).flatten()
+        start = start.expand(batch) if start.numel() == 1 else start
+        if start.shape != (batch,) or not ((start >= 0) & (start <= 1)).all() or num_steps < 1:
+            raise ValueError(f"t_start must be a float or a ({batch},) tensor in [0, 1], num_steps >= 1; "
+                             f"got {t_start}, {num_steps}")  # fmt: skip
+        size = (batch, self.vae.config.latent_channels, self.latent_resolution, self.latent_resolution)
+        latents = randn_tensor(size, generator=generator, device=self.device, dtype=torch.float32)  # DDIM in fp32
+        steps_total = self.scheduler.config.num_train_timesteps
+        timesteps = sampling_timesteps(start, steps_total, num_steps)
+        if init_images is not None:
+            latents = self._noised_init(init_images, latents, timesteps[0], start >= 1)
+        elif (start < 1).any():
+            raise ValueError("t_start < 1 needs init_images to start from")
+        cond = self.condition(
+            images, observed_c2w, observed_intrinsics, target_c2w, target_intrinsics,
+            near=near, far=far, with_null=guidance_scale != 1.0, stratified=False,
+        )  # fmt: skip
+        alphas = self.sampler.alphas_cumprod.to(self.device)
+        final = torch.as_tensor(self.sampler.final_alpha_cumprod, device=self.device).expand(batch)
+        for k in range(num_steps):
+            output = self.guided_output(latents, timesteps[k], cond, guidance_scale).float()
+            alpha_prev = alphas[timesteps[k + 1]] if k + 1 < num_steps else final
+            latents = ddim_update(latents, output, alphas[timesteps[k]], alpha_prev, self.prediction_type)
+        return self.decode_latents(latents)
+
+    def _noised_init(self, init_images: Tensor, noise: Tensor, timesteps: Tensor, pure: Tensor) -> Tensor:
+        expected = (noise.shape[0], 3, self.resolution, self.resolution)
+        if tuple(init_images.shape) != expected:
+            raise ValueError(f"init_images must have shape {expected}, got {tuple(init_images.shape)}")
+        clean = self.encode_images(init_images.to(self.device))
+        noised = self.scheduler.add_noise(clean.to(noise.dtype), noise, timesteps)
+        return torch.where(pure.view(-1, 1, 1, 1), noise, noised)
