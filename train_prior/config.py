@@ -29,6 +29,8 @@ class TrainConfig:
     """Training datasets (mixed by weight). On the command line: --datasets.path and friends, or --data."""
     data: tuple[Path, ...] = ()
     """Shorthand: scene folders (format "scenes", weight 1), added to --datasets."""
+    eval_data: tuple[Path, ...] = ()
+    """Held-out scene folders for the model card's quality numbers (never trained on)."""
     output_dir: Path = Path("runs/prior")
     """Checkpoints, tensorboard logs and the exported model go here; training resumes from it."""
     stage: Literal["vae", "prior"] = "prior"
@@ -45,6 +47,8 @@ class TrainConfig:
     """Observed views per example (the paper uses 3)."""
     steps: int = 10_000
     """Optimizer steps."""
+    max_minutes: float = 0.0
+    """Stop after this many minutes of training in this run (checkpoint, then export as if finished); 0: no limit."""
     batch_size: int = 16
     """Examples per process and micro-step."""
     gradient_accumulation: int = 1

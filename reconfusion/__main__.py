@@ -1,0 +1,5 @@
+"""``python -m reconfusion`` is the ``reconfusion`` command."""
+
+from reconfusion.cli import entrypoint
+
+entrypoint()

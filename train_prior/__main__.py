@@ -1,0 +1,216 @@
+"""Train the prior: ``accelerate launch -m train_prior tiny --data scenes/`` (or ``python -m train_prior``).
+
+Reads top to bottom like Accelerate's examples: accelerator, seed, data, objective, optimizer, one
+``prepare()``, resume, the loop, export, ``end_training()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import tyro
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from train_prior.checkpoints import resume_latest, save_checkpoint
+from train_prior.config import PRESETS, TrainConfig
+from train_prior.datasets import MultiviewDataset, StepSampler, WeightedSource
+from train_prior.monitoring import TrainClock, log_image_grid
+from train_prior.readers import READERS
+
+logger = logging.getLogger("reconfusion")
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    cpu = config.cpu or not torch.cuda.is_available()
+    project = ProjectConfiguration(project_dir=str(config.output_dir), logging_dir=str(config.output_dir / "logs"))
+    accelerator = Accelerator(
+        cpu=cpu,
+        mixed_precision="no" if cpu else config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        log_with="tensorboard",
+        project_config=project,
+    )
+    if accelerator.is_main_process:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    return accelerator
+
+
+def make_dataset(config: TrainConfig) -> MultiviewDataset:
+    datasets = config.all_datasets()
+    if not datasets:
+        raise SystemExit("no training data: pass --data SCENES_DIR (or --datasets ...); see `python -m train_prior --help`")
+    sources = [WeightedSource(READERS[d.format](d.path, min_views=config.num_observed + 1), d.weight) for d in datasets]
+    return MultiviewDataset(sources, resolution=config.resolution, num_observed=config.num_observed, seed=config.seed)
+
+
+def make_objective(config: TrainConfig) -> torch.nn.Module:
+    from reconfusion.prior import ReconFusionPrior
+    from train_prior.objectives import PriorObjective, VaeObjective
+
+    if config.preset == "sd":
+        if config.pretrained is None:
+            raise SystemExit("the sd preset starts from Stable Diffusion: pass --pretrained FOLDER_OR_HUB_ID")
+        return PriorObjective(ReconFusionPrior.from_stable_diffusion(config.pretrained))
+    prior = ReconFusionPrior.from_preset("tiny")
+    if config.stage == "vae":
+        return VaeObjective(prior.vae.train().requires_grad_(True))
+    if config.vae is None:
+        raise SystemExit("the tiny prior stage needs the autoencoder of the vae stage: pass --vae RUN_DIR/vae")
+    return PriorObjective(prior.with_vae(config.vae))
+
+
+def make_optimizer(config: TrainConfig, objective: torch.nn.Module, num_processes: int):
+    parameters = [p for p in objective.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=1e-2)
+    # Accelerate steps a prepared scheduler once per process per optimizer step.
+    scheduler = get_scheduler(
+        "constant_with_warmup", optimizer, num_warmup_steps=config.warmup_steps * num_processes
+    )
+    return optimizer, scheduler
+
+
+def make_loader(dataset, config: TrainConfig, accelerator: Accelerator, start_step: int):
+    sampler = StepSampler(
+        config.batch_size,
+        rank=accelerator.process_index,
+        world=accelerator.num_processes,
+        start_step=start_step * config.gradient_accumulation,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers
+    )
+    return iter(loader)
+
+
+def step_generator(config: TrainConfig, accelerator: Accelerator, micro_step: int) -> torch.Generator:
+    """Noise, timesteps and dropout of micro-step ``micro_step`` on this process: a function of the step only."""
+    seed = (config.seed * 1_000_003 + micro_step * accelerator.num_processes + accelerator.process_index) % 2**63
+    return torch.Generator(device=accelerator.device).manual_seed(seed)
+
+
+class StopRequest:
+    """Ends training at a step boundary, agreed by all processes: on SIGTERM/SIGINT (SLURM pre-emption,
+    Ctrl-C; the run resumes later) or when this run's time limit is reached (the run counts as finished)."""
+
+    def __init__(self, max_minutes: float):
+        self.signalled, self.deadline = False, time.perf_counter() + 60 * max_minutes if max_minutes else None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._request)
+
+    def _request(self, *_):
+        self.signalled = True
+
+    def reason(self, accelerator: Accelerator) -> str | None:
+        timed_out = self.deadline is not None and time.perf_counter() > self.deadline
+        flags = torch.tensor([float(self.signalled), float(timed_out)], device=accelerator.device)
+        signalled, timed_out = (accelerator.reduce(flags, reduction="sum") > 0).tolist()
+        return "signal" if signalled else "time limit" if timed_out else None
+
+
+def train_step(objective, batch_iter, optimizer, scheduler, accelerator, config, step) -> dict[str, float]:
+    """One optimizer step over ``gradient_accumulation`` micro-batches; returns the mean of each logged scalar."""
+    totals: dict[str, float] = {}
+    for micro in range(config.gradient_accumulation):
+        batch = {k: v.to(accelerator.device) for k, v in next(batch_iter).items()}
+        with accelerator.accumulate(objective):
+            outputs = objective(batch, generator=step_generator(config, accelerator, step * config.gradient_accumulation + micro))
+            accelerator.backward(outputs["loss"])
+            if accelerator.sync_gradients and config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(objective.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        for key, value in outputs.items():
+            totals[key] = totals.get(key, 0.0) + float(value.detach()) / config.gradient_accumulation
+    return totals
+
+
+def run(config: TrainConfig) -> Path | None:
+    """Train according to ``config``; returns the output folder once exported (None when stopped early)."""
+    accelerator = make_accelerator(config)
+    set_seed(config.seed)
+    dataset = make_dataset(config)
+    objective = make_objective(config)
+    optimizer, scheduler = make_optimizer(config, objective, accelerator.num_processes)
+    objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
+    ema = None
+    if config.ema_decay > 0:
+        ema = EMAModel(accelerator.unwrap_model(objective).parameters(), decay=config.ema_decay)
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+    clock = TrainClock()
+    accelerator.register_for_checkpointing(clock)
+    step = resume_latest(accelerator, config.output_dir)
+    if ema is not None:
+        ema.to(accelerator.device)  # load_state restores the EMA weights on the CPU
+    if accelerator.is_main_process:
+        accelerator.init_trackers("train_prior", config={"stage": config.stage, "preset": config.preset,
+                                                         "batch_size": config.batch_size, "lr": config.learning_rate})
+    batch_iter = make_loader(dataset, config, accelerator, step)
+    stop = StopRequest(config.max_minutes)
+    progress = tqdm(total=config.steps, initial=step, disable=not accelerator.is_main_process, desc=f"train {config.stage}",
+                    mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    tick, examples, reason = time.perf_counter(), 0, None
+    while step < config.steps and reason is None:
+        losses = train_step(objective, batch_iter, optimizer, scheduler, accelerator, config, step)
+        if ema is not None:
+            ema.step(accelerator.unwrap_model(objective).parameters())
+        step += 1
+        examples += config.batch_size * config.gradient_accumulation * accelerator.num_processes
+        progress.update(1)
+        progress.set_postfix(loss=f"{losses['loss']:.4f}")
+        if step % config.log_every == 0 or step == config.steps:
+            elapsed, tick = time.perf_counter() - tick, time.perf_counter()
+            accelerator.log({**losses, "lr": scheduler.get_last_lr()[0], "examples_per_s": examples / elapsed}, step=step)
+            examples = 0
+        if config.image_every and step % config.image_every == 0 and accelerator.is_main_process:
+            log_image_grid(accelerator, accelerator.unwrap_model(objective), dataset, step)
+        reason = stop.reason(accelerator)
+        if step % config.checkpoint_every == 0 or step == config.steps or reason:
+            save_checkpoint(accelerator, config.output_dir, step, config.keep_checkpoints)
+    if reason:
+        logger.info("stopped at step %d (%s); the same command resumes", step, reason)
+    finished = step >= config.steps or reason == "time limit"
+    progress.close()
+    exported = export(accelerator, objective, ema, config, step, clock.elapsed()) if finished else None
+    accelerator.end_training()
+    return exported
+
+
+def export(accelerator: Accelerator, objective, ema, config: TrainConfig, step: int, seconds: float) -> Path:
+    """Write the trained (EMA) weights as save_pretrained folders, plus a model card for the prior."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(objective)
+        if ema is not None:
+            ema.store(model.parameters())
+            ema.copy_to(model.parameters())
+        model.export(config.output_dir)
+        if config.stage == "prior":
+            from train_prior.model_card import write_model_card
+
+            write_model_card(config, step, seconds, accelerator.num_processes)
+        if ema is not None:
+            ema.restore(model.parameters())
+        logger.info("exported to %s", config.output_dir)
+    accelerator.wait_for_everyone()
+    return config.output_dir
+
+
+def main() -> None:
+    config = tyro.extras.overridable_config_cli(PRESETS)
+    run(config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Image grids for tensorboard and the training clock that survives resumes."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from torchvision.utils import make_grid
+
+from train_prior.datasets import MultiviewDataset
+
+MONITOR_INDEX = 2**61
+"""Examples from this index on are used for image grids; training reaches them only after ~10^17 examples."""
+
+
+class TrainClock:
+    """Training seconds summed over every resumed run (registered for checkpointing)."""
+
+    def __init__(self):
+        self.seconds, self._since = 0.0, time.perf_counter()
+
+    def elapsed(self) -> float:
+        now = time.perf_counter()
+        self.seconds, self._since = self.seconds + now - self._since, now
+        return self.seconds
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.elapsed()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seconds, self._since = float(state["seconds"]), time.perf_counter()
+
+
+def _monitor_batch(dataset: MultiviewDataset, count: int, device) -> dict[str, torch.Tensor]:
+    items = [dataset[MONITOR_INDEX + k] for k in range(count)]
+    return {k: torch.stack([item[k] for item in items]).to(device) for k in items[0]}
+
+
+@torch.no_grad()
+def image_grid(objective: torch.nn.Module, dataset: MultiviewDataset, count: int = 4) -> torch.Tensor:
+    """Rows of observed views | PixelNeRF RGB | sample | target (prior stage) or input | reconstruction (VAE stage)."""
+    device = next(objective.parameters()).device
+    batch = _monitor_batch(dataset, count, device)
+    target = batch["target_image"]
+    was_training = objective.training
+    objective.eval()
+    if hasattr(objective, "prior"):
+        prior = objective.prior
+        views = (batch["observed_images"], batch["observed_c2w"], batch["observed_intrinsics"],
+                 batch["target_c2w"], batch["target_intrinsics"])
+        rgb = prior.condition(*views, near=batch["near"], far=batch["far"], stratified=False).rgb
+        generator = torch.Generator(device=device).manual_seed(0)
+        sample = prior.sample(*views, near=batch["near"], far=batch["far"], generator=generator)
+        columns = [*batch["observed_images"].unbind(1), F.interpolate(rgb.clamp(0, 1), size=target.shape[-2:]), sample, target]
+    else:
+        latents = objective.vae.encode(target * 2 - 1).latent_dist.mode()
+        columns = [target, (objective.vae.decode(latents).sample * 0.5 + 0.5).clamp(0, 1)]
+    objective.train(was_training)
+    tiles = torch.stack(columns, dim=1).flatten(0, 1)
+    return make_grid(tiles.float().cpu(), nrow=len(columns), padding=1)
+
+
+def log_image_grid(accelerator: Accelerator, objective: torch.nn.Module, dataset: MultiviewDataset, step: int) -> None:
+    tracker = accelerator.get_tracker("tensorboard", unwrap=True)
+    tracker.add_image("examples", image_grid(objective, dataset), step)
