@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -104,8 +105,11 @@ class StopRequest:
 
     def __init__(self, max_minutes: float):
         self.signalled, self.deadline = False, time.perf_counter() + 60 * max_minutes if max_minutes else None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._request)
+        self._previous = {sig: signal.signal(sig, self._request) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def close(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
     def _request(self, *_):
         self.signalled = True
@@ -135,8 +139,28 @@ def train_step(objective, batch_iter, optimizer, scheduler, accelerator, config,
     return totals
 
 
-def run(config: TrainConfig) -> Path | None:
-    """Train according to ``config``; returns the output folder once exported (None when stopped early)."""
+@dataclass
+class Training:
+    """Everything the loop updates; prepared by Accelerate and resumed from the latest checkpoint."""
+
+    accelerator: Accelerator
+    dataset: MultiviewDataset
+    objective: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    ema: EMAModel | None
+    clock: TrainClock
+    step: int
+    losses: list[float] = field(default_factory=list)
+    """Mean loss of every step this run took (tests compare resumed and straight runs with it)."""
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.objective)
+
+
+def prepare(config: TrainConfig) -> Training:
+    """Accelerator, seed, data, objective, optimizer, one prepare(), EMA, resume."""
     accelerator = make_accelerator(config)
     set_seed(config.seed)
     dataset = make_dataset(config)
@@ -146,45 +170,61 @@ def run(config: TrainConfig) -> Path | None:
     ema = None
     if config.ema_decay > 0:
         ema = EMAModel(accelerator.unwrap_model(objective).parameters(), decay=config.ema_decay)
-        ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
     clock = TrainClock()
     accelerator.register_for_checkpointing(clock)
     step = resume_latest(accelerator, config.output_dir)
     if ema is not None:
         ema.to(accelerator.device)  # load_state restores the EMA weights on the CPU
-    if accelerator.is_main_process:
-        accelerator.init_trackers("train_prior", config={"stage": config.stage, "preset": config.preset,
-                                                         "batch_size": config.batch_size, "lr": config.learning_rate})
-    batch_iter = make_loader(dataset, config, accelerator, step)
+    return Training(accelerator, dataset, objective, optimizer, scheduler, ema, clock, step)
+
+
+def train_loop(training: Training, config: TrainConfig) -> str | None:
+    """Step until config.steps or a stop request; returns why it stopped early (None when done)."""
+    accelerator, step = training.accelerator, training.step
+    batch_iter = make_loader(training.dataset, config, accelerator, step)
     stop = StopRequest(config.max_minutes)
     progress = tqdm(total=config.steps, initial=step, disable=not accelerator.is_main_process, desc=f"train {config.stage}",
                     mininterval=1.0 if sys.stderr.isatty() else 30.0)
     tick, examples, reason = time.perf_counter(), 0, None
     while step < config.steps and reason is None:
-        losses = train_step(objective, batch_iter, optimizer, scheduler, accelerator, config, step)
-        if ema is not None:
-            ema.step(accelerator.unwrap_model(objective).parameters())
-        step += 1
+        losses = train_step(training.objective, batch_iter, training.optimizer, training.scheduler, accelerator, config, step)
+        if training.ema is not None:
+            training.ema.step(training.model.parameters())
+        step, training.step = step + 1, step + 1
+        training.losses.append(losses["loss"])
         examples += config.batch_size * config.gradient_accumulation * accelerator.num_processes
         progress.update(1)
         progress.set_postfix(loss=f"{losses['loss']:.4f}")
         if step % config.log_every == 0 or step == config.steps:
             elapsed, tick = time.perf_counter() - tick, time.perf_counter()
-            accelerator.log({**losses, "lr": scheduler.get_last_lr()[0], "examples_per_s": examples / elapsed}, step=step)
+            lr = training.scheduler.get_last_lr()[0]
+            accelerator.log({**losses, "lr": lr, "examples_per_s": examples / elapsed}, step=step)
             examples = 0
         if config.image_every and step % config.image_every == 0 and accelerator.is_main_process:
-            log_image_grid(accelerator, accelerator.unwrap_model(objective), dataset, step)
+            log_image_grid(accelerator, training.model, training.dataset, step)
         reason = stop.reason(accelerator)
         if step % config.checkpoint_every == 0 or step == config.steps or reason:
             save_checkpoint(accelerator, config.output_dir, step, config.keep_checkpoints)
-    if reason:
-        logger.info("stopped at step %d (%s); the same command resumes", step, reason)
-    finished = step >= config.steps or reason == "time limit"
     progress.close()
-    exported = export(accelerator, objective, ema, config, step, clock.elapsed()) if finished else None
+    stop.close()
+    return reason
+
+
+def run(config: TrainConfig) -> Training:
+    """Train according to ``config`` (resuming if possible) and export once finished."""
+    training = prepare(config)
+    accelerator = training.accelerator
+    if accelerator.is_main_process:
+        accelerator.init_trackers("train_prior", config={"stage": config.stage, "preset": config.preset,
+                                                         "batch_size": config.batch_size, "lr": config.learning_rate})
+    reason = train_loop(training, config)
+    if reason:
+        logger.info("stopped at step %d (%s); the same command resumes", training.step, reason)
+    if training.step >= config.steps or reason == "time limit":
+        export(accelerator, training.objective, training.ema, config, training.step, training.clock.elapsed())
     accelerator.end_training()
-    return exported
+    return training
 
 
 def export(accelerator: Accelerator, objective, ema, config: TrainConfig, step: int, seconds: float) -> Path:
