@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import tyro
+from tyro.conf import Positional
 
 from reconfusion.metrics import psnr, ssim
 from reconfusion.prior import ReconFusionPrior
@@ -75,7 +76,7 @@ def _score_batch(prior: ReconFusionPrior, batch: dict, seed: int) -> dict[str, f
     }
 
 
-def main(prior: Path, data: tuple[Path, ...], examples: int = 64, seed: int = 12345) -> None:
+def main(prior: Positional[Path], data: tuple[Path, ...], examples: int = 64, seed: int = 12345) -> None:
     """Print the held-out quality of the prior saved in PRIOR as JSON.
 
     Args:
