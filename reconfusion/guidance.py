@@ -1,0 +1,300 @@
+"""The sample loss (RECONFUSION.md section 2) as a renderer-agnostic object.
+
+:class:`SampleGuidance` owns everything about the prior's side of scene fitting: the novel-camera
+sampler, the conditioning-view choice, the noise-level schedule, the cached diffusion targets and the
+loss. The scene model only supplies a render function (see :data:`RenderFn`), so the same object
+serves nerfstudio (nerfstudio_plugin) and the tests.
+
+The three modes differ in one place, :meth:`SampleGuidance.loss`:
+
+- ``annealed-multistep`` (the paper, our default): t ~ U[t_min, t_max], t_max = 1, t_min annealed
+  linearly from 1 to ``t_min_final`` over training; the target x_hat is the current rendering
+  noised to t and denoised with ``num_steps`` DDIM steps (no gradient through the prior); loss
+  ``w (|x - x_hat|_1 + LPIPS(x, x_hat))`` with ``w = lambda_sample / num_views``.
+- ``multistep``: the same with t drawn from [t_min_final, t_max] all along.
+- ``sds``: score distillation (DreamFusion): the rendering's latent noised to t, one guided noise
+  prediction, gradient ``w(t) (eps_hat - eps)`` (w(t) = 1 - alpha_bar_t, averaged over latent
+  elements) pushed into the rendering through the VAE encoder; t uniform in [t_min_final, t_max]
+  clipped to [0.02, 0.98].
+
+Making it fast: targets are refreshed every ``refresh_every`` steps for ``views_per_refresh`` novel
+views at once and reused in between (``refresh_every = 1`` is the paper), and the rendering with
+gradients may be a random ``patch_size`` window of a cached view.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from reconfusion.cameras import crop_intrinsics, normalize_cameras, scale_intrinsics
+from reconfusion.novel_views import Layout, detect_layout, nearest_views, sample_novel_cameras
+
+logger = logging.getLogger(__name__)
+
+SampleLossMode = Literal["annealed-multistep", "multistep", "sds"]
+
+RenderFn = Callable[[Tensor, Tensor, int, int, Tensor], Tensor]
+"""``render(c2w (K, 4, 4), intrinsics (K, 4), height, width, camera_index (K,)) -> (K, 3, height, width)``:
+the scene model's colour at cameras given in the scene's own frame, intrinsics in pixels of the
+requested image, ``camera_index`` the nearest observed view (for per-view embeddings). Differentiable
+unless called under ``torch.no_grad()``."""
+
+
+class Prior(Protocol):
+    """What the guidance needs from :class:`reconfusion.prior.ReconFusionPrior`."""
+
+    resolution: int
+
+    def sample(self, observed_images, observed_c2w, observed_intrinsics, target_c2w, target_intrinsics, **kw): ...
+
+    def encode_images(self, images): ...
+
+    def condition(self, observed_images, observed_c2w, observed_intrinsics, target_c2w, target_intrinsics, **kw): ...
+
+    def predict_noise(self, noisy_latents, timesteps, conditioning, guidance_scale): ...
+
+
+@dataclass(frozen=True)
+class SampleLossConfig:
+    """Settings of the sample loss (shared by the three modes)."""
+
+    mode: SampleLossMode = "annealed-multistep"
+    """annealed-multistep (the paper), multistep (t from the full range all along) or sds (score distillation)."""
+    lambda_sample: float = 0.3
+    """Loss weight for one observed view; the weight used is lambda_sample / number of observed views."""
+    num_steps: int = 10
+    """DDIM steps from t to 0 for each target (multistep modes)."""
+    guidance_scale: float = 3.0
+    """Classifier-free guidance scale of the prior."""
+    t_max: float = 1.0
+    """Upper end of the noise level t (1 = pure noise)."""
+    t_min_final: float = 0.0
+    """Lower end of t: where the annealed t_min ends, and the fixed lower end of the other modes."""
+    anneal_steps: int | None = None
+    """Steps over which t_min goes from t_max to t_min_final; None: the whole training run."""
+    refresh_every: int = 1
+    """Multistep modes: new diffusion targets every this many steps, reused in between (1 = the paper)."""
+    views_per_refresh: int = 1
+    """Multistep modes: novel views drawn (and denoised in one batch) per refresh; steps cycle through them."""
+    patch_size: int | None = None
+    """Multistep modes: side of the random window of a cached view rendered with gradients each step
+    (>= 24 for LPIPS); None: the whole view at the prior's resolution. sds always renders whole views."""
+    loss_every: int = 1
+    """Apply the sample loss on every n-th step only."""
+    num_conditioning_views: int = 3
+    """Observed views conditioning the prior for a novel view (the nearest ones)."""
+    l1_weight: float = 1.0
+    """Weight of |x - x_hat|_1 inside the sample loss."""
+    lpips_weight: float = 1.0
+    """Weight of LPIPS(x, x_hat) inside the sample loss."""
+    layout: Layout | Literal["auto"] = "auto"
+    """How novel cameras are sampled: perturbed inputs (forward-facing), an ellipse around the focus
+    (object-360), or detected from the input cameras (auto)."""
+    position_jitter: float = 0.2
+    """Forward-facing: novel centres move by this fraction of the input cameras' spread (std)."""
+    rotation_jitter_degrees: float = 3.0
+    """Forward-facing: novel views turn by at most this angle."""
+    seed: int = 0
+    """Seed of the camera, noise-level and diffusion-noise draws."""
+
+
+def t_range(config: SampleLossConfig, step: int, total_steps: int) -> tuple[float, float]:
+    """(t_min, t_max) of the noise level at ``step``: annealed linearly for annealed-multistep, fixed otherwise."""
+    if config.mode != "annealed-multistep":
+        return config.t_min_final, config.t_max
+    horizon = max(config.anneal_steps or total_steps, 1)
+    fraction = min(max(step / horizon, 0.0), 1.0)
+    return config.t_max + (config.t_min_final - config.t_max) * fraction, config.t_max
+
+
+@dataclass(frozen=True)
+class Observations:
+    """The observed views as the prior sees them: square, at its resolution."""
+
+    images: Float[Tensor, "N 3 R R"]
+    """Centre-cropped to square and resized to the prior's resolution, in [0, 1]."""
+    c2w: Float[Tensor, "N 4 4"]
+    """Camera-to-world in the scene model's frame (OpenGL)."""
+    intrinsics: Float[Tensor, "N 4"]
+    """fx, fy, cx, cy in pixels of ``images``."""
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def square_views(
+    images: list[Float[Tensor, "3 H W"]], c2w: Float[Tensor, "N 4 4"], intrinsics: Float[Tensor, "N 4"], resolution: int
+) -> Observations:
+    """Centre-crop each view to a square and resize it to ``resolution`` (intrinsics follow)."""
+    squared, new_intrinsics = [], []
+    for image, k in zip(images, intrinsics):
+        height, width = image.shape[-2:]
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        crop = image[None, :3, top : top + side, left : left + side].float()
+        squared.append(F.interpolate(crop, size=(resolution, resolution), mode="bilinear", antialias=True)[0])
+        scale = resolution / side
+        new_intrinsics.append(scale_intrinsics(crop_intrinsics(k.float(), left, top), scale, scale))
+    return Observations(torch.stack(squared).clamp(0, 1), c2w.float(), torch.stack(new_intrinsics))
+
+
+@dataclass(frozen=True)
+class NovelViews:
+    """Novel cameras with their conditioning and (multistep modes) their diffusion targets."""
+
+    c2w: Float[Tensor, "K 4 4"]
+    """Camera-to-world in the scene model's frame."""
+    intrinsics: Float[Tensor, "K 4"]
+    """At the prior's resolution (the nearest observed view's)."""
+    conditioning: Int[Tensor, "K V"]
+    """Indices of the observed views conditioning each novel view, nearest first."""
+    t: Float[Tensor, "K"]
+    """Noise level each target was drawn at."""
+    targets: Float[Tensor, "K 3 R R"] | None = None
+    """x_hat, the prior's samples (no gradient)."""
+    step: int = 0
+    """Training step the targets were made at."""
+
+
+class SampleGuidance:
+    """The sample loss for one scene: ``guidance.loss(step, render)`` -> dict of weighted loss terms."""
+
+    def __init__(
+        self,
+        config: SampleLossConfig,
+        prior: Prior,
+        observations: Observations,
+        total_steps: int,
+        lpips: Callable[[Tensor, Tensor], Tensor] | None = None,
+    ) -> None:
+        if config.mode != "sds" and config.lpips_weight > 0 and lpips is None:
+            raise ValueError("the multistep sample loss needs an LPIPS network (or lpips_weight = 0)")
+        if config.patch_size is not None and config.patch_size > prior.resolution:
+            raise ValueError(f"patch_size {config.patch_size} exceeds the prior's resolution {prior.resolution}")
+        self.config, self.prior, self.observations, self.total_steps, self.lpips = (
+            config, prior, observations, total_steps, lpips,
+        )  # fmt: skip
+        c2w = observations.c2w.detach().cpu().double().numpy()
+        normalised, self.scale, self.focus = normalize_cameras(c2w)
+        self.normalised_c2w = normalised
+        self.layout: Layout = detect_layout(normalised) if config.layout == "auto" else config.layout
+        self.weight = config.lambda_sample / len(observations)
+        self.rng = np.random.default_rng(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.cache: NovelViews | None = None
+        self.last_t: float = float("nan")
+        logger.info("sample loss: %s, %s cameras, weight %.4g", config.mode, self.layout, self.weight)
+
+    def noise_range(self, step: int) -> tuple[float, float]:
+        """(t_min, t_max) at ``step`` (see :func:`t_range`)."""
+        return t_range(self.config, step, self.total_steps)
+
+    # ------------------------------------------------------------------ cameras
+
+    def to_world(self, c2w_normalised: np.ndarray) -> np.ndarray:
+        """Normalised (prior) frame -> the scene model's frame."""
+        out = np.array(c2w_normalised, np.float64)
+        out[..., :3, 3] = out[..., :3, 3] / self.scale + self.focus
+        return out
+
+    def sample_views(self, num: int, step: int) -> NovelViews:
+        """``num`` novel cameras, their conditioning views and noise levels (no targets yet)."""
+        cfg = self.config
+        novel = sample_novel_cameras(
+            self.normalised_c2w, num, self.rng, self.layout, cfg.position_jitter, cfg.rotation_jitter_degrees
+        )
+        conditioning = nearest_views(novel, self.normalised_c2w, cfg.num_conditioning_views)
+        device = self.observations.c2w.device
+        low, high = self.noise_range(step)
+        t = low + (high - low) * torch.rand(num, generator=self.generator, dtype=torch.float64)
+        return NovelViews(
+            c2w=torch.as_tensor(self.to_world(novel), dtype=torch.float32, device=device),
+            intrinsics=self.observations.intrinsics[torch.as_tensor(conditioning[:, 0], device=device)],
+            conditioning=torch.as_tensor(conditioning, device=device),
+            t=t.float().to(device),
+            step=step,
+        )
+
+    def _prior_inputs(self, views: NovelViews) -> tuple[Tensor, ...]:
+        """Observed images, cameras (normalised) and target cameras (normalised) for the prior."""
+        obs = self.observations
+        ids = views.conditioning
+        normalised = torch.as_tensor(self.normalised_c2w, dtype=torch.float32, device=obs.c2w.device)
+        target = views.c2w.clone()
+        target[:, :3, 3] = (target[:, :3, 3] - target.new_tensor(self.focus)) * self.scale
+        return obs.images[ids], normalised[ids], obs.intrinsics[ids], target, views.intrinsics
+
+    # ------------------------------------------------------------------ losses
+
+    def loss(self, step: int, render: RenderFn) -> dict[str, Tensor]:
+        """The weighted sample-loss terms at ``step`` (empty on steps without a sample loss)."""
+        cfg = self.config
+        if step % cfg.loss_every != 0:
+            return {}
+        if cfg.mode == "sds":
+            return {"sds_loss": self.weight * self._score_distillation(step, render)}
+        if self.cache is None or step - self.cache.step >= cfg.refresh_every or step < self.cache.step:
+            self.cache = self.refresh(step, render)
+        index = (step // cfg.loss_every) % len(self.cache.t)
+        rendering, target = self._render_cached(index, render)
+        terms = cfg.l1_weight * (rendering - target).abs().mean()
+        if cfg.lpips_weight > 0:
+            terms = terms + cfg.lpips_weight * self.lpips(rendering, target).mean()
+        return {"sample_loss": self.weight * terms}
+
+    @torch.no_grad()
+    def refresh(self, step: int, render: RenderFn) -> NovelViews:
+        """Draw ``views_per_refresh`` novel views and denoise their current renderings into targets."""
+        views = self.sample_views(self.config.views_per_refresh, step)
+        size = self.prior.resolution
+        renderings = render(views.c2w, views.intrinsics, size, size, views.conditioning[:, 0]).float()
+        targets = self.prior.sample(
+            *self._prior_inputs(views),
+            init_images=renderings.clamp(0, 1),
+            t_start=views.t,
+            num_steps=self.config.num_steps,
+            guidance_scale=self.config.guidance_scale,
+            generator=self.generator,
+        )
+        self.last_t = float(views.t.mean())
+        return NovelViews(views.c2w, views.intrinsics, views.conditioning, views.t, targets.float().detach(), step)
+
+    def _render_cached(self, index: int, render: RenderFn) -> tuple[Tensor, Tensor]:
+        """Rendering (with gradients) and target of cached view ``index``, or of a random window of it."""
+        views, size = self.cache, self.prior.resolution
+        patch = self.config.patch_size or size
+        top, left = (int(v) for v in self.rng.integers(0, size - patch + 1, size=2))
+        intrinsics = crop_intrinsics(views.intrinsics[index : index + 1], left, top)
+        rendering = render(views.c2w[index : index + 1], intrinsics, patch, patch, views.conditioning[index : index + 1, 0])
+        target = views.targets[index : index + 1, :, top : top + patch, left : left + patch]
+        return rendering, target.to(rendering)
+
+    def _score_distillation(self, step: int, render: RenderFn) -> Tensor:
+        """DreamFusion's SDS: gradient w(t) (eps_hat - eps) on the rendering's latent, through the encoder."""
+        prior, size = self.prior, self.prior.resolution
+        views = self.sample_views(1, step)
+        rendering = render(views.c2w, views.intrinsics, size, size, views.conditioning[:, 0])
+        latents = prior.encode_images(rendering.clamp(0, 1)).float()
+        schedule = prior.scheduler.alphas_cumprod.to(latents.device)
+        t = views.t.clamp(0.02, 0.98)
+        timesteps = (t * (len(schedule) - 1)).round().long()
+        with torch.no_grad():
+            noise = torch.randn(latents.shape, generator=self.generator).to(latents)
+            alpha_bar = schedule[timesteps].view(-1, 1, 1, 1).float()
+            noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
+            condition = prior.condition(*self._prior_inputs(views), with_null=self.config.guidance_scale != 1.0)
+            eps_hat = prior.predict_noise(noisy.to(prior.dtype), timesteps, condition, self.config.guidance_scale)
+            gradient = (1 - alpha_bar) * (eps_hat.float() - noise)
+        self.last_t = float(t.mean())
+        # d/d latents of 0.5 * mean |latents - (latents - g)|^2 is g / numel: the SDS gradient without the
+        # U-Net Jacobian, averaged over latent elements like the multistep loss averages over pixels.
+        return 0.5 * F.mse_loss(latents, (latents - gradient).detach())

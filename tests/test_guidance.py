@@ -1,0 +1,136 @@
+"""reconfusion.guidance: the noise schedule, the views the prior sees, and the three loss modes."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from reconfusion.cameras import pixel_rays, project
+from reconfusion.guidance import SampleGuidance, SampleLossConfig, square_views, t_range
+from reconfusion.metrics import load_lpips
+from reconfusion.novel_views import look_at
+from reconfusion.prior import ReconFusionPrior
+
+
+@pytest.fixture(scope="module")
+def prior() -> ReconFusionPrior:
+    torch.manual_seed(0)
+    return ReconFusionPrior.from_preset("tiny").eval().requires_grad_(False)
+
+
+class ToyScene(torch.nn.Module):
+    """A differentiable 'scene': colour as a function of the ray direction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 3)
+        self.calls: list[tuple[int, int, int]] = []
+
+    def forward(self, c2w, intrinsics, height, width, camera_index):
+        self.calls.append((c2w.shape[0], height, width))
+        _, dirs = pixel_rays(c2w, intrinsics, height, width)
+        return torch.sigmoid(self.layer(dirs)).permute(0, 3, 1, 2)
+
+
+def observations(resolution: int = 64, count: int = 3):
+    positions = [np.array([np.cos(a), np.sin(a), 0.3]) for a in np.linspace(0, 2 * np.pi, count, endpoint=False)]
+    c2w = torch.tensor(np.stack([look_at(p * 2.0, np.zeros(3), np.array([0.0, 0.0, 1.0])) for p in positions]))
+    intrinsics = torch.tensor([[60.0, 60.0, 40.0, 30.0]] * count)
+    images = [torch.rand(3, 60, 80) for _ in range(count)]
+    return square_views(images, c2w, intrinsics, resolution)
+
+
+def make_guidance(prior, **changes) -> SampleGuidance:
+    config = replace(SampleLossConfig(num_steps=2, views_per_refresh=2), **changes)
+    lpips = load_lpips("stlpips") if config.mode != "sds" else None
+    return SampleGuidance(config, prior, observations(prior.resolution), total_steps=100, lpips=lpips)
+
+
+def test_t_min_is_annealed_linearly_and_only_in_the_annealed_mode():
+    annealed = SampleLossConfig(mode="annealed-multistep")
+    assert t_range(annealed, 0, 100) == (1.0, 1.0)
+    assert t_range(annealed, 25, 100) == pytest.approx((0.75, 1.0))
+    assert t_range(annealed, 50, 100) == pytest.approx((0.5, 1.0))
+    assert t_range(annealed, 100, 100) == pytest.approx((0.0, 1.0))
+    assert t_range(annealed, 500, 100) == pytest.approx((0.0, 1.0))
+    assert t_range(replace(annealed, anneal_steps=10), 5, 100) == pytest.approx((0.5, 1.0))
+    for mode in ("multistep", "sds"):
+        fixed = SampleLossConfig(mode=mode)
+        assert {t_range(fixed, step, 100) for step in (0, 50, 100)} == {(0.0, 1.0)}
+
+
+def test_square_views_crop_and_resize_keep_the_geometry():
+    c2w = torch.eye(4)[None]
+    c2w[0, 2, 3] = 3.0
+    intrinsics = torch.tensor([[50.0, 50.0, 41.0, 29.0]])
+    obs = square_views([torch.rand(3, 60, 80)], c2w, intrinsics, 32)
+    assert obs.images.shape == (1, 3, 32, 32) and len(obs) == 1
+    points = torch.tensor([[[0.3, -0.2, 0.0], [-0.5, 0.4, 1.0]]])
+    before, _ = project(points, c2w, intrinsics)
+    after, _ = project(points, obs.c2w, obs.intrinsics)
+    expected = (before - torch.tensor([10.0, 0.0])) * (32 / 60)  # centre crop 10 px from the left, then resize
+    assert torch.allclose(after, expected, atol=1e-4)
+
+
+def test_multistep_loss_reaches_the_scene_and_reuses_targets(prior):
+    guidance = make_guidance(prior, refresh_every=3, patch_size=32)
+    assert guidance.weight == pytest.approx(SampleLossConfig().lambda_sample / 3)
+    calls = []
+    original = prior.sample
+    prior.sample = lambda *a, **k: calls.append(k["t_start"]) or original(*a, **k)
+    scene = ToyScene()
+    try:
+        targets = []
+        for step in range(5):
+            loss = guidance.loss(step, scene)["sample_loss"]
+            targets.append(guidance.cache.targets)
+            scene.layer.weight.grad = None
+            loss.backward()
+            assert torch.isfinite(loss) and scene.layer.weight.grad.abs().sum() > 0
+    finally:
+        del prior.sample
+    assert len(calls) == 2  # refreshed at steps 0 and 3 only
+    assert targets[0] is targets[1] is targets[2] and targets[3] is not targets[2]
+    assert (2, 64, 64) in scene.calls and (1, 32, 32) in scene.calls  # full views to refresh, windows with grad
+    t_min = guidance.noise_range(3)[0]
+    assert (calls[1] >= t_min - 1e-6).all() and (calls[1] <= 1.0).all()
+
+
+def test_multistep_t_range_does_not_shrink_but_annealed_does(prior):
+    late = {}
+    for mode in ("annealed-multistep", "multistep"):
+        guidance = make_guidance(prior, mode=mode)
+        late[mode] = guidance.sample_views(64, step=90).t
+    assert late["annealed-multistep"].min() >= 0.1 - 1e-6
+    assert late["multistep"].min() < 0.1
+
+
+def test_score_distillation_has_no_sampling_loop_and_flows_through_the_encoder(prior):
+    guidance = make_guidance(prior, mode="sds")
+    encoded = []
+    original_encode, original_sample = prior.encode_images, prior.sample
+    prior.encode_images = lambda images: encoded.append(images.requires_grad) or original_encode(images)
+    prior.sample = lambda *a, **k: pytest.fail("score distillation must not run the sampling loop")
+    scene = ToyScene()
+    try:
+        losses = guidance.loss(10, scene)
+    finally:
+        del prior.encode_images, prior.sample
+    assert set(losses) == {"sds_loss"}
+    losses["sds_loss"].backward()
+    assert encoded == [True]
+    assert torch.isfinite(scene.layer.weight.grad).all() and scene.layer.weight.grad.abs().sum() > 0
+
+
+def test_loss_every_skips_steps(prior):
+    guidance = make_guidance(prior, loss_every=2, patch_size=24)
+    assert guidance.loss(1, ToyScene()) == {}
+    assert set(guidance.loss(2, ToyScene())) == {"sample_loss"}
+
+
+def test_bad_settings_raise(prior):
+    with pytest.raises(ValueError, match="patch_size"):
+        make_guidance(prior, patch_size=prior.resolution + 1)
+    with pytest.raises(ValueError, match="LPIPS"):
+        SampleGuidance(SampleLossConfig(), prior, observations(), total_steps=10, lpips=None)
