@@ -11,7 +11,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union
 
 import tyro
 from tyro.conf import Positional, arg, subcommand
@@ -162,9 +162,104 @@ class Info:
             logger.info("%-24s %s", key, value)
 
 
+@dataclass(frozen=True)
+class Benchmark:
+    """Fit and evaluate every (scene, views, method) with nerfstudio; write results, tables, plots, grids."""
+
+    scenes: tuple[Path, ...] = ()
+    """Scene folders (transforms.json + train_test_split_{N}.json); their folder names must differ."""
+    views: tuple[int, ...] = (3, 6, 9)
+    """Numbers of training views (one split file each)."""
+    methods: tuple[str, ...] = ("baseline", "reconfusion")
+    """baseline, reconfusion, and the sample-loss modes sds, multistep, annealed-multistep."""
+    out: Path = Path("outputs/benchmark")
+    """Output folder: runs/ (one folder per fit; finished fits are skipped when the command is rerun),
+    results.csv, results.json, the report and its figures."""
+    preset: Literal["auto", "cpu", "gpu"] = "auto"
+    """nerfstudio methods sized for a CPU or a GPU; auto: gpu where CUDA is available."""
+    iterations: Optional[int] = None
+    """Training iterations per fit (default: the method's own)."""
+    prior: str = "bundled"
+    """Prior for the methods that use one: a folder, a hub id, or "bundled"."""
+    shard: Optional[str] = None
+    """i/n: run only the i-th (from 0) of n contiguous slices of the runs (e.g. $SLURM_ARRAY_TASK_ID/n)."""
+    merge: bool = False
+    """Run nothing; write the report from the finished runs in --out (and --merge-from)."""
+    merge_from: tuple[Path, ...] = ()
+    """With --merge: output folders of shards run elsewhere, whose finished runs are copied into --out."""
+    max_side: Optional[int] = None
+    """Fit a copy of every scene whose longer image side exceeds this, downscaled to it (area average)."""
+    max_test_views: Optional[int] = None
+    """Score at most this many test views per split (evenly strided), on a copy of the scene."""
+    report: Optional[Path] = None
+    """Markdown report to write (default: OUT/BENCHMARKS.md)."""
+    figures: Optional[Path] = None
+    """Folder for the report's plots and grids (default: OUT/figures)."""
+    title: str = "Benchmark"
+    """Heading of the report."""
+    keep_checkpoints: bool = False
+    """Keep the nerfstudio checkpoints (deleted after evaluation by default)."""
+    jobs: int = 1
+    """Fits run at the same time, each its own ns-train process (e.g. 2 on a 2-core CPU with 1 thread each)."""
+    threads: Optional[int] = None
+    """CPU threads per fit (OMP_NUM_THREADS); default 1 on the cpu preset (measured faster when processes share
+    the cores), torch's default on the gpu preset."""
+
+    def run(self) -> None:
+        import dataclasses
+
+        from reconfusion.benchmark import BenchmarkConfig, run_benchmark
+
+        run_benchmark(BenchmarkConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}))
+
+
+@dataclass(frozen=True)
+class Demo:
+    """The main job at small scale: a held-out procedural scene fitted from 3 views with and without the
+    bundled prior on the CPU; prints the table, writes the renders and plots (a few minutes on 2 cores)."""
+
+    out: Path = Path("outputs/demo")
+    """Output folder (the scene in data/, the fits in runs/, report.md and figures/)."""
+    iterations: int = 600
+    """Training iterations of each fit (the demo's time budget was measured with this number)."""
+    seed: int = 900000
+    """Seed of the procedural scene (900000-900007 and 900100-900107 were never seen by the bundled prior)."""
+    layout: Literal["object-360", "forward-facing"] = "object-360"
+    """Camera layout of the procedural scene."""
+    views: int = 3
+    """Training views."""
+
+    def run(self) -> None:
+        from rich.console import Console
+
+        from reconfusion.benchmark import BenchmarkConfig, run_benchmark
+        from reconfusion.benchmark_report import rich_table
+
+        scene = _demo_scene(self.out / "data", self.seed, self.layout)
+        config = BenchmarkConfig(
+            scenes=(scene,), views=(self.views,), methods=("baseline", "reconfusion"), out=self.out, preset="cpu",
+            iterations=self.iterations, report=self.out / "report.md", title="reconfusion demo", jobs=2,
+        )  # fmt: skip
+        results = run_benchmark(config)
+        Console().print(rich_table(results))
+        logger.info("report %s; figures (plots, test-view grids) in %s", config.report, self.out / "figures")
+
+
+def _demo_scene(folder: Path, seed: int, layout: str) -> Path:
+    """The demo's procedural scene (24 views at 64x64), generated once."""
+    scene = folder / f"scene_{seed:05d}"
+    if (scene / "transforms.json").is_file():
+        return scene
+    from data_tools.synthetic import generate_scenes
+
+    return generate_scenes(folder, num_scenes=1, num_views=24, resolution=64, layout=layout, seed=seed)[0]
+
+
 Command = Union[
     Annotated[Data, subcommand("data")],
     Annotated[Info, subcommand("info")],
+    Annotated[Benchmark, subcommand("benchmark")],
+    Annotated[Demo, subcommand("demo")],
 ]
 
 

@@ -1,0 +1,134 @@
+"""The nerfstudio methods (entry points in pyproject.toml).
+
+- ``reconfusion``: nerfacto-sized fitting with the prior's sample loss (GPU).
+- ``reconfusion-baseline``: the same model, data, split and schedule without the prior.
+- ``reconfusion-cpu`` / ``reconfusion-baseline-cpu``: the same pair sized for small images on a CPU
+  (DESIGN.md: 1024 rays, 64+32 proposal samples, 24 NeRF samples, 8 hash levels, log2 table 15;
+  single-process data loading).
+
+Each baseline is built by the same function as its method with ``prior=None``: their configs differ
+only in the method name and the prior (tests/test_plugin.py checks this).
+
+Importing this module registers the numpy types that nerfstudio checkpoints need with torch's
+weights-only loader (see :mod:`nerfstudio_plugin.compat`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+from nerfstudio.data.datamanagers.parallel_datamanager import ParallelDataManagerConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+from nerfstudio_plugin.compat import register_checkpoint_globals
+from nerfstudio_plugin.dataparser import ReconFusionDataParserConfig
+from nerfstudio_plugin.model import BUNDLED_PRIOR, ReconFusionModelConfig
+from nerfstudio_plugin.pipeline import ReconFusionPipelineConfig
+from reconfusion.guidance import SampleLossConfig
+
+register_checkpoint_globals()
+
+CPU_SAMPLE_LOSS = SampleLossConfig(refresh_every=50, views_per_refresh=2, patch_size=24, loss_every=2)
+"""CPU: targets refreshed every 50 steps for 2 views, a 24x24 window (the smallest LPIPS takes) rendered
+with gradients every other step. Chosen by measurement (benchmarks/bench_plugin.py --refresh ...): a
+refresh renders whole views without gradients, which on a CPU costs about ten training steps, so
+refreshing every 25 steps or more often puts reconfusion-cpu above 1.5x the baseline's time."""
+GPU_SAMPLE_LOSS = SampleLossConfig(refresh_every=10, views_per_refresh=4, patch_size=64)
+"""GPU: a 64x64 window with gradients every step (the whole view for a 64 px prior; at 512 px it keeps
+the rendering with gradients at the size of nerfacto's ray batch), targets refreshed every 10 steps for
+4 views. Not measured with nerfstudio on a GPU yet."""
+
+
+def _optimizers(max_steps: int) -> dict:
+    adam = {"optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15)}
+    decay = ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=max_steps)
+    return {
+        "proposal_networks": {**adam, "scheduler": decay},
+        "fields": {**adam, "scheduler": decay},
+        "camera_opt": {
+            "optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15),
+            "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=5000),
+        },
+    }
+
+
+def gpu_config(method_name: str, prior: Optional[str]) -> TrainerConfig:
+    """nerfacto's settings (4096 rays, mixed precision) on the sparse-view data, with or without the prior."""
+    model = ReconFusionModelConfig(
+        prior=prior,
+        sample_loss=GPU_SAMPLE_LOSS,
+        eval_num_rays_per_chunk=1 << 15,
+        average_init_density=0.01,
+        camera_optimizer=CameraOptimizerConfig(mode="off"),
+    )
+    datamanager = ParallelDataManagerConfig(
+        dataparser=ReconFusionDataParserConfig(), train_num_rays_per_batch=4096, eval_num_rays_per_batch=4096
+    )
+    return TrainerConfig(
+        method_name=method_name,
+        steps_per_eval_batch=500,
+        steps_per_save=2000,
+        max_num_iterations=30000,
+        mixed_precision=True,
+        pipeline=ReconFusionPipelineConfig(datamanager=datamanager, model=model),
+        optimizers=_optimizers(200000),
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+        vis="viewer",
+    )
+
+
+def cpu_config(method_name: str, prior: Optional[str]) -> TrainerConfig:
+    """Small images on a CPU: light nerfacto (torch hash grid), single-process data, tensorboard logs."""
+    model = ReconFusionModelConfig(
+        prior=prior,
+        sample_loss=CPU_SAMPLE_LOSS,
+        implementation="torch",
+        num_levels=8,
+        log2_hashmap_size=15,
+        num_proposal_samples_per_ray=(64, 32),
+        num_nerf_samples_per_ray=24,
+        eval_num_rays_per_chunk=4096,
+        average_init_density=0.01,
+        camera_optimizer=CameraOptimizerConfig(mode="off"),
+    )
+    datamanager = VanillaDataManagerConfig(
+        dataparser=ReconFusionDataParserConfig(), train_num_rays_per_batch=1024, eval_num_rays_per_batch=1024
+    )
+    return TrainerConfig(
+        method_name=method_name,
+        steps_per_eval_batch=500,
+        steps_per_eval_image=500,
+        steps_per_eval_all_images=1_000_000,
+        steps_per_save=1000,
+        max_num_iterations=2000,
+        mixed_precision=False,
+        pipeline=ReconFusionPipelineConfig(datamanager=datamanager, model=model),
+        optimizers=_optimizers(20000),
+        viewer=ViewerConfig(num_rays_per_chunk=4096, quit_on_train_completion=True),
+        vis="tensorboard",
+        machine=MachineConfig(device_type="cpu"),
+    )
+
+
+reconfusion = MethodSpecification(
+    config=gpu_config("reconfusion", BUNDLED_PRIOR),
+    description="ReconFusion: nerfacto + the diffusion prior's annealed multistep sample loss (sparse views)",
+)
+reconfusion_baseline = MethodSpecification(
+    config=gpu_config("reconfusion-baseline", None),
+    description="reconfusion without the prior: the same nerfacto, data, split and schedule",
+)
+reconfusion_cpu = MethodSpecification(
+    config=cpu_config("reconfusion-cpu", BUNDLED_PRIOR),
+    description="reconfusion sized for small images on a CPU (with the prior)",
+)
+reconfusion_baseline_cpu = MethodSpecification(
+    config=cpu_config("reconfusion-baseline-cpu", None),
+    description="reconfusion-cpu without the prior (the baseline at CPU size)",
+)

@@ -1,0 +1,213 @@
+"""nerfacto plus the prior's sample loss (RECONFUSION.md section 2).
+
+:class:`ReconFusionModel` is nerfacto with three changes:
+
+- the sample loss of :class:`reconfusion.guidance.SampleGuidance` is added to the training losses
+  when a prior is set up (:meth:`ReconFusionModel.setup_prior`; the pipeline does it for training).
+  With ``prior=None`` the model is the baseline: the same nerfacto, data, split and schedule;
+- optionally a Charbonnier reconstruction loss (the paper's) instead of nerfacto's MSE;
+- metrics from :mod:`reconfusion.metrics`, with an LPIPS built lazily on first use (offline it falls
+  back to shift-tolerant LPIPS, and a failure is logged, never fatal). Neither the LPIPS network nor the
+  prior is a registered submodule, so neither is ever written into a nerfstudio checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Type
+
+import torch
+from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor
+
+from nerfstudio_plugin.compat import without_stock_lpips
+from reconfusion import metrics
+from reconfusion.files import InputError
+from reconfusion.guidance import SampleGuidance, SampleLossConfig, square_views
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_PRIOR = "bundled"
+
+
+@dataclass
+class ReconFusionModelConfig(NerfactoModelConfig):
+    """nerfacto with the ReconFusion sample loss (prior=None: the baseline without it)."""
+
+    _target: Type = field(default_factory=lambda: ReconFusionModel)
+    prior: Optional[str] = BUNDLED_PRIOR
+    """The diffusion prior: a folder written by ReconFusionPrior.save_pretrained, a hub id, "bundled" (the
+    prior shipped in reconfusion/assets/default_prior), or None for the baseline without a prior."""
+    prior_half_precision: bool = True
+    """Run the prior in float16 on CUDA devices (always float32 on CPU)."""
+    sample_loss: SampleLossConfig = field(default_factory=SampleLossConfig)
+    """The sample loss (mode, weight, noise schedule, refresh of the targets, novel cameras)."""
+    reconstruction_loss: Literal["mse", "charbonnier"] = "mse"
+    """Photometric loss on the observed rays: nerfacto's MSE or the paper's Charbonnier."""
+    charbonnier_epsilon: float = 1e-3
+    """epsilon in sqrt((x - y)^2 + epsilon^2)."""
+    lpips_backend: metrics.LpipsBackend = "auto"
+    """LPIPS for the perceptual loss and the metrics: lpips (standard), stlpips (shift-tolerant, ships with
+    its weights), auto (standard where its weights load, else shift-tolerant)."""
+
+
+def resolve_prior(name: str) -> str:
+    """The folder or hub id to load for a ``prior`` setting; InputError with the fix when it is missing."""
+    if name == BUNDLED_PRIOR:
+        from reconfusion.assets import DEFAULT_PRIOR_PATH
+
+        if not Path(DEFAULT_PRIOR_PATH).is_dir():
+            raise InputError(
+                f"{DEFAULT_PRIOR_PATH}: the bundled prior is not installed; pass a prior with "
+                "--pipeline.model.prior FOLDER_OR_HUB_ID (or use the baseline method without a prior)"
+            )
+        return str(DEFAULT_PRIOR_PATH)
+    path = Path(name).expanduser()
+    looks_like_path = path.is_absolute() or name.startswith((".", "~")) or len(Path(name).parts) != 2
+    if looks_like_path and not path.is_dir():
+        raise InputError(f"{name}: prior folder not found; pass --pipeline.model.prior FOLDER_OR_HUB_ID")
+    return str(path) if path.is_dir() else name
+
+
+class PerceptualMetric:
+    """LPIPS loaded on first use; a failure is logged once and yields NaN (never fatal)."""
+
+    def __init__(self, backend: metrics.LpipsBackend) -> None:
+        self.requested = backend
+        self.network: Optional[metrics.LPIPS] = None
+        self.failed = False
+
+    @property
+    def backend(self) -> str:
+        """Name of the LPIPS actually used ("unavailable" when none loaded)."""
+        return self.network.backend if self.network is not None else ("unavailable" if self.failed else "not loaded")
+
+    def load(self, device: torch.device) -> Optional[metrics.LPIPS]:
+        if self.network is None and not self.failed:
+            try:
+                self.network = metrics.load_lpips(self.requested, device)
+                CONSOLE.print(f"LPIPS backend: {self.network.backend}")
+            except Exception as err:  # noqa: BLE001 - a metric must not stop training
+                self.failed = True
+                CONSOLE.print(f"[bold red]LPIPS unavailable ({type(err).__name__}: {err}); reporting NaN")
+        return None if self.network is None else self.network.to(device)
+
+    def __call__(self, image_a: Tensor, image_b: Tensor) -> Tensor:
+        network = self.load(image_a.device)
+        if network is None:
+            return torch.tensor(float("nan"), device=image_a.device)
+        return network(image_a, image_b).mean()
+
+
+class ReconFusionModel(NerfactoModel):
+    """See the module docstring."""
+
+    config: ReconFusionModelConfig
+
+    def populate_modules(self) -> None:
+        with without_stock_lpips():
+            super().populate_modules()
+        self.lpips = PerceptualMetric(self.config.lpips_backend)
+        self.ssim = lambda a, b: metrics.ssim(a, b).mean()
+        self.guidance: Optional[SampleGuidance] = None
+        self.train_step = 0
+
+    # ------------------------------------------------------------------ the prior
+
+    def setup_prior(self, images: List[Tensor], c2w: Tensor, intrinsics: Tensor, total_steps: int = 1) -> None:
+        """Load the prior and build the sample loss from the observed views ((3, H, W) images in [0, 1],
+        OpenGL c2w (N, 4, 4) and intrinsics (N, 4) in the model's frame). No-op for the baseline."""
+        if self.config.prior is None:
+            CONSOLE.print("No prior (baseline): fitting with the reconstruction loss only")
+            return
+        from reconfusion.prior import ReconFusionPrior
+
+        source = resolve_prior(self.config.prior)
+        label = "the bundled prior " if self.config.prior == BUNDLED_PRIOR else "prior "
+        CONSOLE.print(f"Loading {label}{source}")
+        half = self.config.prior_half_precision and self.device.type == "cuda"
+        try:
+            prior = ReconFusionPrior.from_pretrained(source)
+        except (OSError, ValueError) as err:
+            if isinstance(err, InputError):
+                raise
+            raise InputError(
+                f"{source}: could not load the prior ({err}); pass --pipeline.model.prior with a folder written by "
+                "ReconFusionPrior.save_pretrained or a hub id"
+            ) from err
+        prior = prior.to(self.device, torch.float16 if half else torch.float32)
+        prior.eval().requires_grad_(False)
+        observations = square_views(
+            [image.to(self.device) for image in images], c2w.to(self.device), intrinsics.to(self.device), prior.resolution
+        )
+        lpips, settings = self.lpips.load(self.device), self.config.sample_loss
+        if lpips is None and settings.lpips_weight > 0:
+            CONSOLE.print("[bold yellow]No LPIPS network: the sample loss uses its L1 term only")
+            settings = replace(settings, lpips_weight=0.0)
+        self.guidance = SampleGuidance(settings, prior, observations, total_steps, lpips)
+        CONSOLE.print(
+            f"Sample loss: {self.config.sample_loss.mode}, {self.guidance.layout} novel cameras, "
+            f"weight {self.guidance.weight:.4g} ({len(observations)} views), prior at {prior.resolution}px"
+        )
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        trainer = training_callback_attributes.trainer
+        if self.guidance is not None and trainer is not None:
+            self.guidance.total_steps = trainer.config.max_num_iterations
+
+        def remember_step(step: int) -> None:
+            self.train_step = step
+
+        location = [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION]
+        return callbacks + [TrainingCallback(where_to_run=location, update_every_num_iters=1, func=remember_step)]
+
+    def render_views(
+        self, c2w: Tensor, intrinsics: Tensor, height: int, width: int, camera_index: Tensor
+    ) -> Tensor:
+        """(K, 3, height, width) colour at cameras c2w (K, 4, 4) with intrinsics (K, 4) - the guidance's
+        render function. Differentiable unless called under torch.no_grad (then rendered in chunks)."""
+        count = c2w.shape[0]
+        cameras = Cameras(
+            camera_to_worlds=c2w[:, :3, :].float(),
+            fx=intrinsics[:, 0:1].float(), fy=intrinsics[:, 1:2].float(),
+            cx=intrinsics[:, 2:3].float(), cy=intrinsics[:, 3:4].float(),
+            width=width, height=height, camera_type=CameraType.PERSPECTIVE,
+        ).to(self.device)  # fmt: skip
+        coords = cameras.get_image_coords(index=(0,)).to(self.device).expand(count, height, width, 2)
+        indices = torch.arange(count, device=self.device)[:, None, None, None].expand(count, height, width, 1)
+        bundle = cameras.generate_rays(camera_indices=indices, coords=coords).flatten()
+        per_ray = camera_index.to(self.device).long()[:, None].expand(count, height * width)
+        bundle.camera_indices = per_ray.reshape(-1, 1)
+        if torch.is_grad_enabled():
+            rgb = self(bundle)["rgb"]
+        else:
+            chunk = self.config.eval_num_rays_per_chunk
+            rgb = torch.cat([self(bundle[i : i + chunk])["rgb"] for i in range(0, len(bundle), chunk)])
+        return rgb.view(count, height, width, 3).permute(0, 3, 1, 2)
+
+    # ------------------------------------------------------------------ losses and metrics
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        metrics_dict = super().get_metrics_dict(outputs, batch)
+        if self.training and self.guidance is not None:
+            metrics_dict["sample_t"] = torch.tensor(self.guidance.last_t)
+            metrics_dict["sample_t_min"] = torch.tensor(self.guidance.noise_range(self.train_step)[0])
+        return metrics_dict
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
+        if self.config.reconstruction_loss == "charbonnier":
+            pred, target = self.renderer_rgb.blend_background_for_loss_computation(
+                pred_image=outputs["rgb"], pred_accumulation=outputs["accumulation"], gt_image=batch["image"].to(self.device)
+            )
+            eps = self.config.charbonnier_epsilon
+            loss_dict["rgb_loss"] = torch.sqrt((pred - target) ** 2 + eps**2).mean()
+        if self.training and self.guidance is not None:
+            loss_dict.update(self.guidance.loss(self.train_step, self.render_views))
+        return loss_dict

@@ -1,0 +1,273 @@
+"""The benchmark's report: results.csv / results.json, a Markdown report, plots and image grids.
+
+- results.csv / results.json: one row per (scene, views, method), sorted by group, scene, views and
+  the method order of :data:`reconfusion.benchmark.METHODS`;
+- the Markdown report: how it was made (the data and benchmark commands, machine, date, LPIPS backend,
+  resolution), means per view count for each group of scenes with the difference to the baseline,
+  and every scene's numbers;
+- ``psnr_vs_views.png`` / ``lpips_vs_views.png`` (matplotlib, Agg): means over a group's scenes per
+  view count, one panel per group; ``grids/SCENE_N-views.png``: test views, ground truth | methods;
+  ``comparison.png``: one test view of one scene rendered by every method, side by side.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import os
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from reconfusion.benchmark import METHODS, BenchmarkConfig, RunResult, command_line, group_key
+from reconfusion.benchmark_figures import write_comparison, write_grids, write_plots
+from reconfusion.files import read_json, write_json
+
+logger = logging.getLogger("reconfusion")
+
+CSV_COLUMNS = ("scene", "group", "views", "method", "psnr", "ssim", "lpips", "lpips_backend", "fit_seconds",
+               "eval_seconds", "peak_rss_mb", "peak_gpu_mb", "resolution", "test_views", "iterations",
+               "machine", "concurrency", "finished")  # fmt: skip
+COMMANDS_FILE = "commands.json"
+"""OUT/commands.json: every benchmark command run with this output folder (the report lists them)."""
+MEAN_KEYS = ("psnr", "ssim", "lpips", "fit_seconds", "peak_rss_mb")
+STLPIPS_NOTE = (
+    " (shift-tolerant LPIPS: the standard LPIPS weights cannot be downloaded here; its values are not "
+    "comparable with published LPIPS)"
+)
+NOTES = {
+    group: "The bundled prior was trained only on procedural scenes (reconfusion/assets/default_prior/README.md): "
+    "scenes like this one are unlike anything it has seen, so it is not expected to help here as it does on "
+    "procedural scenes. The paper's prior is trained on real multiview data (train_prior reads CO3D, "
+    "RealEstate10K and MVImgNet)."
+    for group in ("llff", "blender", "dtu", "nerfstudio", "reconfusion", "scenes")
+}
+"""Notes printed above the tables of real-scene groups when they were fitted with the bundled prior."""
+PROTOCOL_OF_FORMAT = {"llff": "llff", "blender": "blender", "dtu": "dtu"}
+"""Split protocol used with each import format (others: auto)."""
+
+
+def sort_results(results: list[RunResult]) -> list[RunResult]:
+    order = {name: i for i, name in enumerate(METHODS)}
+    return sorted(results, key=lambda r: (group_key(r.group), r.scene, r.views, order.get(r.method, len(order)), r.method))
+
+
+def mean_table(results: list[RunResult]) -> dict[tuple[str, int, str], dict[str, float]]:
+    """(group, views, method) -> means of psnr, ssim, lpips, fit_seconds, peak_rss_mb, and the count."""
+    cells: dict[tuple[str, int, str], list[RunResult]] = defaultdict(list)
+    for result in results:
+        cells[(result.group, result.views, result.method)].append(result)
+    means = {}
+    for key, rows in cells.items():
+        means[key] = {k: float(np.mean([getattr(r, k) for r in rows])) for k in MEAN_KEYS}
+        means[key]["count"] = len(rows)
+    return means
+
+
+def record_command(out: Path, config: BenchmarkConfig) -> None:
+    """Append this invocation to OUT/commands.json: every distinct fitting command, and only the latest
+    --merge (a merge reads whatever has finished, so the last one supersedes the others)."""
+    path = Path(out) / COMMANDS_FILE
+    commands = [c for c in (read_json(path) if path.is_file() else []) if not (config.merge and c.get("merge"))]
+    line = command_line(config)
+    if line not in [c["command"] for c in commands]:
+        date = datetime.now().astimezone().isoformat(timespec="seconds")
+        commands.append({"command": line, "cwd": os.getcwd(), "date": date, "merge": config.merge})
+    write_json(path, commands)
+
+
+def write_results(results: list[RunResult], out: Path) -> None:
+    """results.json (every field) and results.csv (CSV_COLUMNS)."""
+    write_json(Path(out) / "results.json", [dataclasses.asdict(r) for r in results])
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for result in results:
+        writer.writerow(dataclasses.asdict(result))
+    tmp = Path(out) / ".results.csv.tmp"
+    tmp.write_text(buffer.getvalue())
+    os.replace(tmp, Path(out) / "results.csv")
+
+
+def write_report(results: list[RunResult], config: BenchmarkConfig) -> Path:
+    """Write results.csv/json, the figures and the Markdown report; returns the report's path."""
+    out = Path(config.out)
+    results = sort_results(results)
+    write_results(results, out)
+    report = Path(config.report) if config.report else out / "BENCHMARKS.md"
+    figures = Path(config.figures) if config.figures else out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(results, figures)
+    grids = write_grids(results, out, figures / "grids")
+    comparison = write_comparison(results, out, figures / "comparison.png")
+    commands = read_json(out / COMMANDS_FILE) if (out / COMMANDS_FILE).is_file() else []
+    text = markdown_report(results, config.title, commands, report.parent, plots, grids, comparison)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    tmp = report.with_name(f".{report.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, report)
+    return report
+
+
+# --------------------------------------------------------------------------------------------- Markdown
+
+
+def _fmt(value: float, digits: int) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _link(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+def _relative(path: str) -> str:
+    """``path`` relative to the working directory when it is absolute (commands are run from the repository)."""
+    return os.path.relpath(path) if os.path.isabs(path) else path
+
+
+def data_commands(results: list[RunResult]) -> list[str]:
+    """The `reconfusion data` commands that made the scenes (from each result's recorded source)."""
+    synthetic: dict[tuple, list[int]] = defaultdict(list)
+    lines: list[str] = []
+    for source in {repr(sorted(r.source.items())): r.source for r in results}.values():
+        if source.get("kind") == "synthetic":
+            key = (source["folder"], source["views"], source["resolution"], source["layout"])
+            synthetic[key].append(int(source["seed"]))
+        elif source.get("kind") == "import":
+            fmt, scene = source.get("format"), source.get("scene")
+            extra = f" --downscale {source['downscale']}" if source.get("downscale", 8) != 8 else ""
+            extra += " --background black" if source.get("background") == [0.0, 0.0, 0.0] else ""
+            lines.append(f"reconfusion data import {fmt} {_relative(source.get('source', '?'))} {scene}{extra}")
+            views = " ".join(str(v) for v in source.get("split_views", []))
+            protocol = PROTOCOL_OF_FORMAT.get(fmt, "auto")
+            lines.append(f"reconfusion data splits {scene} --protocol {protocol} --views {views}")
+    for (folder, views, resolution, layout), seeds in sorted(synthetic.items()):
+        seeds = sorted(seeds)
+        runs = np.split(np.array(seeds), np.where(np.diff(seeds) != 1)[0] + 1)
+        for run in runs:
+            lines.insert(0, f"reconfusion data synthetic {folder} --scenes {len(run)} --views {views} "
+                            f"--resolution {resolution} --layout {layout} --seed {run[0]}")  # fmt: skip
+    return lines
+
+
+def _header(results: list[RunResult], title: str, commands: list[dict]) -> list[str]:
+    backends = sorted({r.lpips_backend for r in results})
+    machines = sorted({r.machine for r in results if r.machine})
+    concurrency = sorted({r.concurrency for r in results if r.concurrency})
+    dates = sorted(r.finished[:10] for r in results if r.finished)
+    lines = [f"# {title}", "", "Written by `reconfusion benchmark`; do not edit by hand, rerun the commands below.", ""]
+    lines += [f"- machine: {'; '.join(machines) or 'not recorded'}"]
+    lines += [f"- fits at the same time: {'; '.join(concurrency)} (fit seconds depend on it)"] if concurrency else []
+    lines += [f"- runs finished: {dates[0]} to {dates[-1]}" if dates else "- runs finished: not recorded"]
+    lines += [f"- report written: {datetime.now().astimezone().isoformat(timespec='minutes')}"]
+    lines += [f"- LPIPS: {', '.join(backends)}" + (STLPIPS_NOTE if any("stlpips" in b for b in backends) else "")]
+    lines += ["", "Reproduce (from the repository root):", "", "```bash"]
+    lines += data_commands(results) + [c["command"] for c in commands] + ["```", ""]
+    return lines
+
+
+def _method_order(results: list[RunResult]) -> list[str]:
+    present = {r.method for r in results}
+    return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
+
+
+def _difference(a: dict | None, b: dict | None, key: str, digits: int) -> str:
+    return "-" if a is None or b is None else f"{a[key] - b[key]:+.{digits}f}"
+
+
+def _group_table(group: str, results: list[RunResult], means: dict) -> list[str]:
+    """Means per (views, method) of one group, with the differences to the baseline's means."""
+    rows = [r for r in results if r.group == group]
+    scenes = sorted({r.scene for r in rows})
+    described = "; ".join(f"{res}, {tv} test views, {it} iterations"
+                          for res, tv, it in sorted({(r.resolution, r.test_views, r.iterations) for r in rows}))  # fmt: skip
+    lines = [f"### {group}: {len(scenes)} scene{'s' if len(scenes) != 1 else ''} ({described})", ""]
+    if group in NOTES and any(r.settings.get("prior") == "bundled" for r in rows):
+        lines += [NOTES[group], ""]
+    lines += ["| views | method | PSNR | SSIM | LPIPS | PSNR - baseline | LPIPS - baseline | fit s | peak MiB | scenes |",
+              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for views in sorted({r.views for r in rows}):
+        base = means.get((group, views, "baseline"))
+        for method in _method_order(rows):
+            c = means.get((group, views, method))
+            if c is None:
+                continue
+            other = base if method != "baseline" else None
+            lines.append(
+                f"| {views} | {method} | {_fmt(c['psnr'], 2)} | {_fmt(c['ssim'], 3)} | {_fmt(c['lpips'], 3)} | "
+                f"{_difference(c, other, 'psnr', 2)} | {_difference(c, other, 'lpips', 3)} | "
+                f"{c['fit_seconds']:.0f} | {c['peak_rss_mb']:.0f} | {c['count']} |"
+            )
+    return lines + [""]
+
+
+def _scene_table(results: list[RunResult]) -> list[str]:
+    lines = ["| group | scene | views | method | PSNR | SSIM | LPIPS | fit s | peak MiB | resolution | test views |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in results:
+        lines.append(
+            f"| {r.group} | {r.scene} | {r.views} | {r.method} | {_fmt(r.psnr, 2)} | {_fmt(r.ssim, 3)} | "
+            f"{_fmt(r.lpips, 3)} | {r.fit_seconds:.0f} | {r.peak_rss_mb:.0f} | {r.resolution} | {r.test_views} |"
+        )
+    return lines + [""]
+
+
+def _figure_lines(results: list[RunResult], base: Path, grids: dict, comparison: Path | None) -> list[str]:
+    lines = []
+    if comparison is not None:
+        lines += ["## One test view, every method", "", f"![comparison]({_link(comparison, base)})", ""]
+    lines += ["## Test views", "", "Ground truth, then each method (columns), for a few test views (rows).", ""]
+    shown = _grids_to_show(results, grids)
+    for scene, views in shown:
+        lines += [f"**{scene}, {views} views**", "", f"![{scene} {views} views]({_link(grids[(scene, views)], base)})", ""]
+    rest = [key for key in sorted(grids) if key not in shown]
+    if rest:
+        lines += ["More: " + ", ".join(f"[{s} {v}]({_link(grids[(s, v)], base)})" for s, v in rest), ""]
+    return lines
+
+
+def markdown_report(
+    results: list[RunResult], title: str, commands: list[dict], base: Path,
+    plots: list[Path], grids: dict[tuple[str, int], Path], comparison: Path | None,
+) -> str:  # fmt: skip
+    """The whole report (links relative to ``base``, the report's folder)."""
+    means = mean_table(results)
+    lines = _header(results, title, commands)
+    lines += ["## Means per view count", "", "Means over each group's scenes (the test views of every scene's "
+              "split); differences to the baseline are differences of the means.", ""]  # fmt: skip
+    for group in sorted({r.group for r in results}, key=group_key):
+        lines += _group_table(group, results, means)
+    lines += [f"![{p.stem}]({_link(p, base)})" for p in plots] + [""]
+    lines += _figure_lines(results, base, grids, comparison)
+    lines += ["## Every scene", ""] + _scene_table(results)
+    return "\n".join(lines)
+
+
+def _grids_to_show(results: list[RunResult], grids: dict[tuple[str, int], Path]) -> list[tuple[str, int]]:
+    """The smallest view count of the first scene of each group."""
+    shown = []
+    for group in sorted({r.group for r in results}, key=group_key):
+        rows = [r for r in results if r.group == group and (r.scene, r.views) in grids]
+        if rows:
+            first = min(rows, key=lambda r: (r.scene, r.views))
+            shown.append((first.scene, first.views))
+    return shown
+
+
+def rich_table(results: list[RunResult]):
+    """The results as a rich Table (what `reconfusion demo` prints)."""
+    from rich.table import Table
+
+    table = Table(title="reconfusion benchmark")
+    for name in ("scene", "views", "method", "PSNR", "SSIM", "LPIPS", "fit s", "peak MiB"):
+        table.add_column(name, justify="left" if name in ("scene", "method") else "right", no_wrap=True)
+    for r in sort_results(results):
+        table.add_row(r.scene, str(r.views), r.method, _fmt(r.psnr, 2), _fmt(r.ssim, 3), _fmt(r.lpips, 3),
+                      f"{r.fit_seconds:.0f}", f"{r.peak_rss_mb:.0f}")  # fmt: skip
+    backends = ", ".join(sorted({r.lpips_backend for r in results}))
+    table.caption = f"LPIPS: {backends}"
+    return table

@@ -1,0 +1,292 @@
+"""reconfusion benchmark: run planning, shards and merge, resuming, the report, scene copies, the CLI,
+and (slow) one real ns-train + ns-eval benchmark on a tiny procedural scene."""
+
+import csv
+import json
+import subprocess
+import sys
+import zlib
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tyro
+from PIL import Image
+
+from reconfusion import benchmark_runner
+from reconfusion.benchmark import (
+    METHODS,
+    BenchmarkConfig,
+    Run,
+    RunResult,
+    command_line,
+    parse_shard,
+    plan_runs,
+    run_benchmark,
+    shard_runs,
+)
+from reconfusion.cli import Benchmark, Command, Demo
+from reconfusion.files import InputError
+
+SCENES = (Path("data/scene_a"), Path("data/scene_b"), Path("data/scene_c"))
+
+
+def fake_fit(calls: list | None = None, fail: set | None = None):
+    """A fit that writes deterministic metrics and renders: the benchmark's plumbing without nerfstudio."""
+
+    def fit(run: Run, config: BenchmarkConfig, settings: dict) -> RunResult:
+        if calls is not None:
+            calls.append((run.name, run.views, run.method))
+        if fail and (run.name, run.views, run.method) in fail:
+            raise benchmark_runner.RunFailed(f"{run.folder(config.out)}: ns-train exited with 1")
+        seed = zlib.crc32(f"{run.name}/{run.views}/{run.method}".encode())
+        bonus = 2.0 if run.method != "baseline" else 0.0
+        renders = run.folder(config.out) / "renders"
+        renders.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(seed)
+        for i in range(2):
+            pair = (rng.random((8, 16, 3)) * 255).astype(np.uint8)
+            Image.fromarray(pair).save(renders / f"eval_img_{i:04d}.png")
+        return RunResult(
+            scene=run.name, group="procedural object-360" if run.name != "scene_c" else "llff", views=run.views,
+            method=run.method, psnr=15.0 + run.views + bonus + (seed % 100) / 100, ssim=0.5, lpips=0.3 - bonus / 20,
+            lpips_backend="stlpips-alex-shift-tolerant", fit_seconds=10.0, eval_seconds=1.0, peak_rss_mb=100.0,
+            peak_gpu_mb=None, resolution="8x8", test_views=2, iterations=config.iterations or 0, settings=settings,
+            source={"kind": "synthetic", "folder": "data", "seed": 900000 + SCENES.index(run.scene), "layout": "object-360",
+                    "views": 24, "resolution": 64, "split_views": [3, 6, 9]},
+            machine="test machine", finished="2026-11-25T00:00:00+00:00",
+        )  # fmt: skip
+
+    return fit
+
+
+def config(out: Path, **changes) -> BenchmarkConfig:
+    base = BenchmarkConfig(scenes=SCENES, views=(3, 6), methods=("baseline", "reconfusion"), out=out, preset="cpu", iterations=5)
+    return replace(base, **changes)
+
+
+def results_json(out: Path) -> list[dict]:
+    return json.loads((out / "results.json").read_text())
+
+
+# ----------------------------------------------------------------------------------------- planning
+
+
+def test_plan_is_scene_major_and_validated():
+    runs = plan_runs(SCENES[:2], (3, 6), ("baseline", "reconfusion"))
+    assert [(r.name, r.views, r.method) for r in runs[:3]] == [
+        ("scene_a", 3, "baseline"), ("scene_a", 3, "reconfusion"), ("scene_a", 6, "baseline")]  # fmt: skip
+    assert len(runs) == 8 and len(plan_runs(SCENES[:2] * 2, (3, 3), ("baseline",))) == 2  # duplicates dropped
+    with pytest.raises(InputError, match="unknown"):
+        plan_runs(SCENES, (3,), ("nerfacto",))
+    with pytest.raises(InputError, match="named scene_a"):
+        plan_runs((Path("x/scene_a"), Path("y/scene_a")), (3,), ("baseline",))
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 20])
+def test_shards_partition_the_runs(count):
+    runs = plan_runs(SCENES, (3, 6, 9), ("baseline", "reconfusion"))
+    shards = [shard_runs(runs, i, count) for i in range(count)]
+    assert [r for shard in shards for r in shard] == runs  # contiguous, in order, no overlap
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    if count == len(SCENES):  # a job array with one task per scene
+        assert [{r.name for r in shard} for shard in shards] == [{s.name} for s in SCENES]
+
+
+def test_parse_shard():
+    assert parse_shard(None) == (0, 1) and parse_shard("2/5") == (2, 5)
+    for bad in ("5/5", "-1/2", "1/0", "a/b", "3"):
+        with pytest.raises(InputError, match="--shard"):
+            parse_shard(bad)
+
+
+def test_method_table_maps_modes_to_the_reconfusion_method():
+    assert METHODS["baseline"].cpu == "reconfusion-baseline-cpu" and not METHODS["baseline"].uses_prior
+    for mode in ("sds", "multistep", "annealed-multistep"):
+        assert METHODS[mode].cpu == "reconfusion-cpu" and METHODS[mode].gpu == "reconfusion"
+        assert METHODS[mode].flags == ("--pipeline.model.sample-loss.mode", mode)
+    run = Run(Path("s/scene_a"), 3, "sds")
+    settings = benchmark_runner.run_settings(run, config(Path("o"), prior="my/prior"), "gpu")
+    command = benchmark_runner.ns_train_command(run, Path("s/scene_a"), settings, Path("o/run"))
+    assert command[1:4] == ["reconfusion", "--pipeline.model.sample-loss.mode", "sds"]
+    assert command[-3:] == ["reconfusion-data", "--num-views", "3"]
+    assert command[command.index("--pipeline.model.prior") + 1] == "my/prior"
+    assert command[command.index("--max-num-iterations") + 1] == "5"
+
+
+# ------------------------------------------------------------------------------- shards, merge, resume
+
+
+def test_two_shards_then_merge_equal_the_unsharded_run(tmp_path):
+    run_benchmark(config(tmp_path / "all", jobs=2), fit=fake_fit())  # two fits at a time: same results
+    for i in range(2):  # shards on two machines, each with its own output folder
+        shard = run_benchmark(config(tmp_path / f"shard{i}", shard=f"{i}/2"), fit=fake_fit())
+        assert len(shard) == 6 and not (tmp_path / f"shard{i}" / "results.json").exists()
+    run_benchmark(config(tmp_path / "merged", merge=True, merge_from=(tmp_path / "shard0", tmp_path / "shard1")))
+    assert results_json(tmp_path / "merged") == results_json(tmp_path / "all")
+    assert (tmp_path / "merged" / "results.csv").read_text() == (tmp_path / "all" / "results.csv").read_text()
+    for i in range(2):  # shards sharing one output folder (a cluster file system), then --merge there
+        run_benchmark(config(tmp_path / "shared", shard=f"{i}/2"), fit=fake_fit())
+    run_benchmark(config(tmp_path / "shared", merge=True))
+    assert results_json(tmp_path / "shared") == results_json(tmp_path / "all")
+    run_benchmark(config(tmp_path / "shared", merge=True, title="Again"))  # the latest merge replaces the others
+    commands = json.loads((tmp_path / "shared" / "commands.json").read_text())
+    assert [c["merge"] for c in commands] == [False, False, True] and "--title Again" in commands[2]["command"]
+    assert "--shard 1/2" in commands[1]["command"]
+    assert "--shard 1/2" in (tmp_path / "shared" / "BENCHMARKS.md").read_text()
+    with pytest.raises(InputError):
+        run_benchmark(config(tmp_path / "shared", methods=("nerfacto",)), fit=fake_fit())
+    assert len(json.loads((tmp_path / "shared" / "commands.json").read_text())) == 3  # invalid: not recorded
+
+
+def test_merge_without_results_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="no finished runs"):
+        run_benchmark(config(tmp_path / "empty", merge=True))
+    with pytest.raises(InputError, match="no runs/ folder"):
+        run_benchmark(config(tmp_path / "empty", merge=True, merge_from=(tmp_path / "nowhere",)))
+
+
+def test_finished_runs_are_skipped_and_settings_must_match(tmp_path):
+    calls = []
+    run_benchmark(config(tmp_path, scenes=SCENES[:1]), fit=fake_fit(calls))
+    assert len(calls) == 4
+    unfinished = Run(SCENES[0], 6, "reconfusion").folder(tmp_path) / "result.json"
+    unfinished.unlink()  # as if that fit had been interrupted
+    run_benchmark(config(tmp_path, scenes=SCENES[:2]), fit=fake_fit(calls))
+    assert calls[4:] == [("scene_a", 6, "reconfusion")] + [("scene_b", v, m) for v in (3, 6) for m in ("baseline", "reconfusion")]
+    with pytest.raises(InputError, match="other settings \\(iterations\\)"):
+        run_benchmark(config(tmp_path, scenes=SCENES[:1], iterations=50), fit=fake_fit(calls))
+
+
+def test_failed_runs_do_not_stop_the_others_and_are_retried(tmp_path):
+    calls = []
+    with pytest.raises(InputError, match="1 of 4 runs failed"):
+        run_benchmark(config(tmp_path, scenes=SCENES[:1]), fit=fake_fit(calls, fail={("scene_a", 3, "baseline")}))
+    assert len(calls) == 4
+    run_benchmark(config(tmp_path, scenes=SCENES[:1]), fit=fake_fit(calls))
+    assert calls[4:] == [("scene_a", 3, "baseline")]
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def test_report_has_tables_plots_and_grids(tmp_path):
+    out = tmp_path / "out"
+    run_benchmark(config(out, report=tmp_path / "BENCHMARKS.md", figures=tmp_path / "docs"), fit=fake_fit())
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 12 and {r["scene"] for r in rows} == {"scene_a", "scene_b", "scene_c"}
+    assert {"psnr", "ssim", "lpips", "lpips_backend", "fit_seconds", "peak_rss_mb"} <= set(rows[0])
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "### procedural object-360: 2 scenes" in text and "### llff: 1 scene" in text
+    psnr = {(r["scene"], r["views"], r["method"]): float(r["psnr"]) for r in rows}
+    mean3 = np.mean([psnr[(s, "3", "reconfusion")] - psnr[(s, "3", "baseline")] for s in ("scene_a", "scene_b")])
+    assert f"| 3 | reconfusion | " in text and f"| {mean3:+.2f} | -0.100 |" in text  # differences of the means
+    assert "reconfusion data synthetic data --scenes 3 --views 24 --resolution 64 --layout object-360 --seed 900000" in text
+    assert "reconfusion benchmark --scenes data/scene_a data/scene_b data/scene_c --views 3 6" in text
+    assert "stlpips-alex-shift-tolerant" in text and "not comparable" in text
+    for name in ("psnr_vs_views.png", "lpips_vs_views.png", "comparison.png", "grids/scene_a_3-views.png"):
+        assert (tmp_path / "docs" / name).is_file(), name
+        assert f"docs/{name}" in text
+    grid = Image.open(tmp_path / "docs" / "grids" / "scene_a_3-views.png")
+    assert grid.width > 3 * 128 and grid.height > 2 * 128  # 3 columns (truth, 2 methods), 2 rows, enlarged
+    assert text.count("| scene_b | ") == 4  # every scene's rows
+
+
+# -------------------------------------------------------------------------------------- scenes, child
+
+
+@pytest.fixture(scope="module")
+def tiny_scene(tmp_path_factory) -> Path:
+    from data_tools.synthetic import generate_scenes
+
+    out = tmp_path_factory.mktemp("scenes")
+    return generate_scenes(out, num_scenes=1, num_views=24, resolution=64, layout="object-360", seed=900000)[0]
+
+
+def test_scene_copy_is_downscaled_with_fewer_test_views(tiny_scene, tmp_path):
+    from reconfusion.scene import load_scene
+
+    original = load_scene(tiny_scene)
+    cfg = config(tmp_path, max_side=32, max_test_views=2)
+    copy = benchmark_runner.prepare_scene(tiny_scene, cfg)
+    assert copy == tmp_path / "scenes" / tiny_scene.name
+    loaded = load_scene(copy)
+    assert (loaded.sizes == 32).all() and loaded.image(0).shape == (32, 32, 3)
+    np.testing.assert_allclose(loaded.intrinsics, original.intrinsics / 2)
+    assert loaded.splits[3].train_ids == original.splits[3].train_ids
+    assert loaded.splits[3].test_ids == original.splits[3].test_ids[::2][:2]
+    assert benchmark_runner.prepare_scene(tiny_scene, config(tmp_path)) == tiny_scene  # nothing to change
+    info = benchmark_runner.describe_scene(tiny_scene, copy, 3)
+    assert (info.group, info.resolution, info.test_views) == ("procedural object-360", "32x32", 2)
+    assert info.source["seed"] == 900000 and info.source["resolution"] == 64
+    assert benchmark_runner.fewer_test_views(tuple(range(200)), 25) == tuple(range(0, 200, 8))
+
+
+def test_child_peak_memory_and_exit_status(tmp_path):
+    code = "import time; a = bytearray(300 * 2**20); a[::4096] = b'x' * len(a[::4096]); time.sleep(1); raise SystemExit(3)"
+    child = benchmark_runner.run_child([sys.executable, "-c", code], tmp_path / "child.log")
+    assert child.returncode == 3 and 300 < child.peak_rss_mb < 400 and child.seconds > 1
+    small = benchmark_runner.run_child([sys.executable, "-c", "pass"], tmp_path / "small.log")
+    assert small.returncode == 0 and small.peak_rss_mb < 100  # per child, not the largest so far nor the parent's
+    assert (tmp_path / "child.log").read_text().startswith(sys.executable)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_parses_benchmark_and_demo():
+    args = ["benchmark", "--scenes", "a/s1", "b/s2", "--views", "3", "--methods", "baseline", "sds", "--shard", "1/4",
+            "--iterations", "100", "--max-side", "128", "--merge"]  # fmt: skip
+    parsed = tyro.cli(Command, args=args, config=(tyro.conf.OmitSubcommandPrefixes,))
+    assert isinstance(parsed, Benchmark)
+    assert parsed.scenes == (Path("a/s1"), Path("b/s2")) and parsed.methods == ("baseline", "sds")
+    assert (parsed.shard, parsed.iterations, parsed.max_side, parsed.merge) == ("1/4", 100, 128, True)
+    demo = tyro.cli(Command, args=["demo", "--iterations", "10"], config=(tyro.conf.OmitSubcommandPrefixes,))
+    assert isinstance(demo, Demo) and demo.iterations == 10 and demo.out == Path("outputs/demo")
+    from dataclasses import fields
+
+    assert [f.name for f in fields(Benchmark)] == [f.name for f in fields(BenchmarkConfig)]
+
+
+def test_command_line_round_trips():
+    original = BenchmarkConfig(scenes=SCENES, views=(3,), methods=("baseline", "multistep"), iterations=7,
+                               shard="0/2", max_test_views=25, keep_checkpoints=True)  # fmt: skip
+    words = command_line(original).split()
+    assert words[:2] == ["reconfusion", "benchmark"]
+    parsed = tyro.cli(Command, args=words[1:], config=(tyro.conf.OmitSubcommandPrefixes,))
+    assert BenchmarkConfig(**{k: getattr(parsed, k) for k in vars(parsed)}) == original
+
+
+def test_benchmark_modules_do_not_import_nerfstudio():
+    code = ("import sys, reconfusion.benchmark, reconfusion.benchmark_runner, reconfusion.benchmark_report, "
+            "reconfusion.cli; print([m for m in sys.modules if m.startswith('nerfstudio')])")  # fmt: skip
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_benchmark_end_to_end(tiny_scene, tmp_path):
+    pytest.importorskip("nerfstudio")
+    from reconfusion.cli import main
+
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--scenes", str(tiny_scene), "--views", "3", "--methods", "baseline", "reconfusion",
+            "--out", str(out), "--preset", "cpu", "--iterations", "20", "--jobs", "2"]  # fmt: skip
+    main(argv)
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["views"], r["method"]) for r in rows] == [("3", "baseline"), ("3", "reconfusion")]
+    for row in rows:
+        assert 5.0 < float(row["psnr"]) < 60.0 and 0.0 < float(row["ssim"]) <= 1.0 and np.isfinite(float(row["lpips"]))
+        assert float(row["peak_rss_mb"]) > 200 and float(row["fit_seconds"]) > 1 and row["iterations"] == "20"
+        assert row["resolution"] == "64x64" and row["test_views"] == "3"
+    assert "Sample loss: annealed-multistep" in (out / "runs" / tiny_scene.name / "3-views" / "reconfusion" / "train.log").read_text()
+    assert not list(out.glob("runs/*/*/*/ns/**/nerfstudio_models/*.ckpt"))  # deleted after evaluation
+    grid = out / "figures" / "grids" / f"{tiny_scene.name}_3-views.png"
+    assert grid.is_file() and "## Every scene" in (out / "BENCHMARKS.md").read_text()
+    before = (out / "results.json").read_text()
+    main(argv)  # resumed: nothing to fit, the same results
+    assert json.loads((out / "results.json").read_text()) == json.loads(before)

@@ -1,0 +1,192 @@
+"""nerfstudio_plugin: configs, dataparser, offline model construction, the sample loss in nerfacto, and
+an end-to-end ns-train + ns-eval run (slow)."""
+
+import dataclasses
+import io
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reconfusion.files import InputError
+from reconfusion.prior import ReconFusionPrior
+
+pytest.importorskip("nerfstudio")
+
+from nerfstudio.data.datasets.base_dataset import InputDataset  # noqa: E402
+from nerfstudio.data.scene_box import SceneBox  # noqa: E402
+
+from nerfstudio_plugin import methods  # noqa: E402
+from nerfstudio_plugin.dataparser import ReconFusionDataParserConfig  # noqa: E402
+from nerfstudio_plugin.model import ReconFusionModel, resolve_prior  # noqa: E402
+from nerfstudio_plugin.pipeline import observed_views  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    from data_tools.synthetic import generate_scenes
+
+    out = tmp_path_factory.mktemp("scenes")
+    return generate_scenes(out, num_scenes=1, num_views=12, resolution=64, layout="object-360", seed=5)[0]
+
+
+@pytest.fixture(scope="module")
+def prior_folder(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("prior") / "tiny"
+    ReconFusionPrior.from_preset("tiny").save_pretrained(folder)
+    return folder
+
+
+def config_differences(a, b, path: str = "") -> list[str]:
+    if dataclasses.is_dataclass(a) and not isinstance(a, type) and type(a) is type(b):
+        return [d for f in dataclasses.fields(a) for d in config_differences(getattr(a, f.name), getattr(b, f.name), f"{path}.{f.name}")]
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in config_differences(a.get(k), b.get(k), f"{path}.{k}")]
+    return [] if a == b else [path]
+
+
+@pytest.mark.parametrize("method, baseline", [("reconfusion", "reconfusion_baseline"), ("reconfusion_cpu", "reconfusion_baseline_cpu")])
+def test_baseline_differs_only_in_the_prior(method, baseline):
+    ours, theirs = getattr(methods, method).config, getattr(methods, baseline).config
+    assert config_differences(ours, theirs) == [".method_name", ".pipeline.model.prior"]
+    assert theirs.pipeline.model.prior is None and ours.pipeline.model.prior == "bundled"
+
+
+def test_cpu_preset_is_light_and_single_process():
+    config = methods.reconfusion_cpu.config
+    model, datamanager = config.pipeline.model, config.pipeline.datamanager
+    assert (model.num_levels, model.log2_hashmap_size, model.num_nerf_samples_per_ray) == (8, 15, 24)
+    assert tuple(model.num_proposal_samples_per_ray) == (64, 32)
+    assert datamanager.train_num_rays_per_batch == 1024
+    assert type(datamanager).__name__ == "VanillaDataManagerConfig"  # no worker processes
+    assert config.machine.device_type == "cpu"
+
+
+def test_checkpoints_with_numpy_scalars_load_weights_only():
+    buffer = io.BytesIO()
+    torch.save({"lr": [np.float64(0.01)], "step": np.int64(3)}, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)  # methods registered the numpy globals at import
+    assert loaded["lr"][0] == pytest.approx(0.01) and loaded["step"] == 3
+
+
+def test_dataparser_uses_the_split_and_normalises_the_cameras(scene):
+    split = json.loads((scene / "train_test_split_3.json").read_text())
+    parser = ReconFusionDataParserConfig(data=scene).setup()
+    train, test = parser.get_dataparser_outputs("train"), parser.get_dataparser_outputs("test")
+    assert [p.name for p in train.image_filenames] == [f"frame_{i:05d}.png" for i in split["train_ids"]]
+    assert test.metadata["reconfusion_image_ids"] == split["test_ids"]
+    assert parser.get_dataparser_outputs("val").metadata["reconfusion_image_ids"] == split["test_ids"]
+    centres = train.cameras.camera_to_worlds[:, :, 3]
+    assert centres.abs().max().item() == pytest.approx(1.0, abs=1e-5)  # normalised: centres in [-1, 1]^3
+    with pytest.raises(InputError, match="train_test_split_4.json"):
+        ReconFusionDataParserConfig(data=scene, num_views=4).setup().get_dataparser_outputs("train")
+
+
+def test_dataparser_without_split_files_trains_on_everything(scene, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "images").symlink_to(scene / "images")
+    (bare / "transforms.json").write_text((scene / "transforms.json").read_text())
+    outputs = ReconFusionDataParserConfig(data=bare).setup().get_dataparser_outputs("train")
+    assert len(outputs.image_filenames) == 12
+    assert "no train_test_split" in capsys.readouterr().out
+
+
+def test_resolve_prior(prior_folder, tmp_path, monkeypatch):
+    import reconfusion.assets
+
+    assert resolve_prior(str(prior_folder)) == str(prior_folder)
+    assert resolve_prior("some-org/some-prior") == "some-org/some-prior"  # a hub id is passed on
+    with pytest.raises(InputError, match="--pipeline.model.prior"):
+        resolve_prior(str(tmp_path / "missing"))
+    monkeypatch.setattr(reconfusion.assets, "DEFAULT_PRIOR_PATH", tmp_path / "not_installed")
+    with pytest.raises(InputError, match="bundled prior"):
+        resolve_prior("bundled")
+
+
+def _cpu_model(prior_folder, num_train_data=3) -> ReconFusionModel:
+    config = methods.cpu_config("test", str(prior_folder)).pipeline.model
+    config.sample_loss = replace(config.sample_loss, num_steps=2, views_per_refresh=1)
+    return config.setup(scene_box=SceneBox(torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=num_train_data, metadata={})
+
+
+def test_model_builds_offline_and_keeps_lpips_out_of_checkpoints(prior_folder, monkeypatch):
+    import torchmetrics.image.lpip as lpip_module
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("model construction tried to download weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    stock = lpip_module.LearnedPerceptualImagePatchSimilarity
+    model = _cpu_model(prior_folder)
+    assert lpip_module.LearnedPerceptualImagePatchSimilarity is stock  # the patch is undone
+    assert not [k for k in model.state_dict() if "lpips" in k or "prior" in k]
+    assert model.lpips.backend == "not loaded"
+
+
+def test_charbonnier_reconstruction_loss(prior_folder):
+    model = _cpu_model(prior_folder)
+    model.config.reconstruction_loss = "charbonnier"
+    model.eval()  # only the photometric term: no proposal losses
+    pred, gt = torch.full((16, 3), 0.5), torch.full((16, 3), 0.5)
+    gt[:, 0] = 0.2
+    losses = model.get_loss_dict({"rgb": pred, "accumulation": torch.ones(16, 1)}, {"image": gt}, {})
+    eps = model.config.charbonnier_epsilon
+    expected = (np.sqrt(0.3**2 + eps**2) + 2 * eps) / 3
+    assert losses["rgb_loss"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_sample_loss_gradient_reaches_the_field(scene, prior_folder):
+    parser = ReconFusionDataParserConfig(data=scene).setup()
+    dataset = InputDataset(parser.get_dataparser_outputs("train"))
+    model = _cpu_model(prior_folder, len(dataset))
+    model.setup_prior(*observed_views(dataset), total_steps=100)
+    assert model.guidance is not None and model.guidance.layout == "object-360"
+    assert not [k for k in model.state_dict() if "prior" in k or "unet" in k]
+    model.train()
+    losses = model.guidance.loss(0, model.render_views)
+    losses["sample_loss"].backward()
+    grads = [p.grad for p in model.field.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
+
+
+@pytest.mark.slow
+def test_ns_train_then_ns_eval(scene, prior_folder, tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    train = subprocess.run(
+        [str(BIN / "ns-train"), "reconfusion-cpu", "--data", str(scene), "--output-dir", str(tmp_path / "runs"),
+         "--max-num-iterations", "30", "--timestamp", "e2e", "--vis", "tensorboard",
+         "--logging.local-writer.enable", "False", "--pipeline.model.prior", str(prior_folder)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    assert "Sample loss: annealed-multistep" in train.stdout
+    config = tmp_path / "runs" / scene.name / "reconfusion-cpu" / "e2e" / "config.yml"
+    result = tmp_path / "eval.json"
+    evaluate = subprocess.run(
+        [str(BIN / "ns-eval"), "--load-config", str(config), "--output-path", str(result)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert evaluate.returncode == 0, evaluate.stdout[-3000:] + evaluate.stderr[-3000:]
+    metrics = json.loads(result.read_text())["results"]
+    split = json.loads((scene / "train_test_split_3.json").read_text())
+    assert metrics["image_ids"] == split["test_ids"] and metrics["num_views"] == 3
+    assert metrics["lpips_backend"] in ("lpips-alex", "stlpips-alex-shift-tolerant")
+    for key in ("psnr", "ssim", "lpips"):
+        assert np.isfinite(metrics[key]), key
+    assert 5.0 < metrics["psnr"] < 60.0 and 0.0 < metrics["ssim"] <= 1.0
+    checkpoint = next((config.parent / "nerfstudio_models").glob("*.ckpt"))
+    state = torch.load(checkpoint, map_location="cpu")["pipeline"]
+    assert not [k for k in state if "lpips" in k or "prior" in k]
