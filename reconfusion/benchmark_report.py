@@ -53,7 +53,8 @@ PROTOCOL_OF_FORMAT = {"llff": "llff", "blender": "blender", "dtu": "dtu"}
 
 def sort_results(results: list[RunResult]) -> list[RunResult]:
     order = {name: i for i, name in enumerate(METHODS)}
-    return sorted(results, key=lambda r: (group_key(r.group), r.scene, r.views, order.get(r.method, len(order)), r.method))
+    rank = lambda r: (group_key(r.group), r.scene, r.views, order.get(r.method, len(order)), r.method)  # noqa: E731
+    return sorted(results, key=rank)
 
 
 def mean_table(results: list[RunResult]) -> dict[tuple[str, int, str], dict[str, float]]:
@@ -175,31 +176,42 @@ def _method_order(results: list[RunResult]) -> list[str]:
     return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
 
 
-def _difference(a: dict | None, b: dict | None, key: str, digits: int) -> str:
-    return "-" if a is None or b is None else f"{a[key] - b[key]:+.{digits}f}"
+def paired_difference(rows: list[RunResult], views: int, method: str, key: str) -> float | None:
+    """Mean over the scenes where both ``method`` and the baseline finished of (method - baseline)."""
+    values = {
+        m: {r.scene: getattr(r, key) for r in rows if (r.views, r.method) == (views, m)} for m in (method, "baseline")
+    }
+    common = sorted(values[method].keys() & values["baseline"].keys())
+    return float(np.mean([values[method][s] - values["baseline"][s] for s in common])) if common else None
+
+
+def _signed(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:+.{digits}f}"
 
 
 def _group_table(group: str, results: list[RunResult], means: dict) -> list[str]:
     """Means per (views, method) of one group, with the differences to the baseline's means."""
     rows = [r for r in results if r.group == group]
     scenes = sorted({r.scene for r in rows})
-    described = "; ".join(f"{res}, {tv} test views, {it} iterations"
-                          for res, tv, it in sorted({(r.resolution, r.test_views, r.iterations) for r in rows}))  # fmt: skip
+    kinds = sorted({(r.resolution, r.test_views, r.iterations) for r in rows})
+    described = "; ".join(f"{res}, {tv} test views, {it} iterations" for res, tv, it in kinds)
     lines = [f"### {group}: {len(scenes)} scene{'s' if len(scenes) != 1 else ''} ({described})", ""]
     if group in NOTES and any(r.settings.get("prior") == "bundled" for r in rows):
         lines += [NOTES[group], ""]
-    lines += ["| views | method | PSNR | SSIM | LPIPS | PSNR - baseline | LPIPS - baseline | fit s | peak MiB | scenes |",
-              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    columns = ("views", "method", "PSNR", "SSIM", "LPIPS", "PSNR - baseline", "LPIPS - baseline", "fit s", "peak MiB",
+               "scenes")  # fmt: skip
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for views in sorted({r.views for r in rows}):
-        base = means.get((group, views, "baseline"))
         for method in _method_order(rows):
             c = means.get((group, views, method))
             if c is None:
                 continue
-            other = base if method != "baseline" else None
+            paired = [None, None]
+            if method != "baseline":
+                paired = [paired_difference(rows, views, method, k) for k in ("psnr", "lpips")]
             lines.append(
                 f"| {views} | {method} | {_fmt(c['psnr'], 2)} | {_fmt(c['ssim'], 3)} | {_fmt(c['lpips'], 3)} | "
-                f"{_difference(c, other, 'psnr', 2)} | {_difference(c, other, 'lpips', 3)} | "
+                f"{_signed(paired[0], 2)} | {_signed(paired[1], 3)} | "
                 f"{c['fit_seconds']:.0f} | {c['peak_rss_mb']:.0f} | {c['count']} |"
             )
     return lines + [""]
@@ -223,7 +235,8 @@ def _figure_lines(results: list[RunResult], base: Path, grids: dict, comparison:
     lines += ["## Test views", "", "Ground truth, then each method (columns), for a few test views (rows).", ""]
     shown = _grids_to_show(results, grids)
     for scene, views in shown:
-        lines += [f"**{scene}, {views} views**", "", f"![{scene} {views} views]({_link(grids[(scene, views)], base)})", ""]
+        link = _link(grids[(scene, views)], base)
+        lines += [f"**{scene}, {views} views**", "", f"![{scene} {views} views]({link})", ""]
     rest = [key for key in sorted(grids) if key not in shown]
     if rest:
         lines += ["More: " + ", ".join(f"[{s} {v}]({_link(grids[(s, v)], base)})" for s, v in rest), ""]
@@ -238,7 +251,8 @@ def markdown_report(
     means = mean_table(results)
     lines = _header(results, title, commands)
     lines += ["## Means per view count", "", "Means over each group's scenes (the test views of every scene's "
-              "split); differences to the baseline are differences of the means.", ""]  # fmt: skip
+              "split). The differences to the baseline are means of the per-scene differences, over the scenes "
+              "where both have finished.", ""]  # fmt: skip
     for group in sorted({r.group for r in results}, key=group_key):
         lines += _group_table(group, results, means)
     lines += [f"![{p.stem}]({_link(p, base)})" for p in plots] + [""]

@@ -193,6 +193,17 @@ def test_report_has_tables_plots_and_grids(tmp_path):
     assert text.count("| scene_b | ") == 4  # every scene's rows
 
 
+def test_differences_to_the_baseline_are_paired_by_scene(tmp_path):
+    from reconfusion.benchmark_report import paired_difference
+
+    fit, cfg = fake_fit(), config(tmp_path)
+    rows = [fit(Run(scene, 3, method), cfg, {}) for scene in SCENES[:2] for method in ("baseline", "reconfusion")]
+    a_base, a_ours = rows[:2]
+    partial = rows[:3]  # scene_b's reconfusion has not finished: only scene_a is compared
+    assert paired_difference(partial, 3, "reconfusion", "psnr") == pytest.approx(a_ours.psnr - a_base.psnr)
+    assert paired_difference(rows, 6, "reconfusion", "psnr") is None
+
+
 # -------------------------------------------------------------------------------------- scenes, child
 
 
