@@ -57,45 +57,46 @@ METHODS: dict[str, MethodCommand] = {
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    """What to run and where (the ``reconfusion benchmark`` options; see reconfusion/cli.py for their help)."""
+    """What to run and where: the options of ``reconfusion benchmark``."""
 
     scenes: tuple[Path, ...] = ()
     """Scene folders (transforms.json + train_test_split_{N}.json); their folder names must differ."""
     views: tuple[int, ...] = (3, 6, 9)
-    """Numbers of training views."""
+    """Numbers of training views (one split file each)."""
     methods: tuple[str, ...] = ("baseline", "reconfusion")
-    """Keys of :data:`METHODS`."""
+    """baseline, reconfusion, and the sample-loss modes sds, multistep, annealed-multistep."""
     out: Path = Path("outputs/benchmark")
-    """Output folder: runs/, results.csv/json, the report and its figures."""
+    """Output folder: runs/ (one folder per fit; finished fits are skipped when the command is rerun),
+    results.csv, results.json, the report and its figures."""
     preset: Literal["auto", "cpu", "gpu"] = "auto"
-    """cpu or gpu methods; auto: gpu where CUDA is available."""
+    """nerfstudio methods sized for a CPU or a GPU; auto: gpu where CUDA is available."""
     iterations: Optional[int] = None
-    """Training iterations per run; None: the method's default."""
+    """Training iterations per fit (default: the method's own)."""
     prior: str = "bundled"
-    """Prior of the methods that use one (a folder, a hub id or "bundled")."""
+    """Prior for the methods that use one: a folder, a hub id, or "bundled"."""
     shard: Optional[str] = None
-    """"i/n": run only the i-th (0-based) of n contiguous slices of the run list."""
+    """i/n: run only the i-th (from 0) of n contiguous slices of the runs (e.g. $SLURM_ARRAY_TASK_ID/n)."""
     merge: bool = False
-    """Run nothing; write the report from the finished runs (of OUT and of ``merge_from``)."""
+    """Run nothing; write the report from the finished runs in --out (and --merge-from)."""
     merge_from: tuple[Path, ...] = ()
-    """Other output folders whose finished runs are copied into OUT by ``--merge``."""
+    """With --merge: output folders of shards run elsewhere, whose finished runs are copied into --out."""
     max_side: Optional[int] = None
-    """Fit a copy of each scene whose longer image side exceeds this, downscaled to it."""
+    """Fit a copy of every scene whose longer image side exceeds this, downscaled to it (area average)."""
     max_test_views: Optional[int] = None
-    """Evaluate at most this many test views per split (evenly spaced), on a copy of the scene."""
+    """Score at most this many test views per split (evenly strided), on a copy of the scene."""
     report: Optional[Path] = None
-    """Markdown report to write; None: OUT/BENCHMARKS.md."""
+    """Markdown report to write (default: OUT/BENCHMARKS.md)."""
     figures: Optional[Path] = None
-    """Folder for the report's plots and image grids; None: OUT/figures."""
+    """Folder for the report's plots and grids (default: OUT/figures)."""
     title: str = "Benchmark"
     """Heading of the report."""
     keep_checkpoints: bool = False
-    """Keep nerfstudio checkpoints after evaluation (they are deleted to save disk by default)."""
+    """Keep the nerfstudio checkpoints (deleted after evaluation by default)."""
     jobs: int = 1
-    """Fits run at the same time (each is its own ns-train process)."""
+    """Fits run at the same time, each its own ns-train process (e.g. 2 on a 2-core CPU with 1 thread each)."""
     threads: Optional[int] = None
-    """CPU threads of each fit (OMP_NUM_THREADS); None: 1 on the cpu preset (two processes with two
-    threads each on two cores run several times slower than with one), torch's default on the gpu preset."""
+    """CPU threads per fit (OMP_NUM_THREADS); default 1 on the cpu preset (measured faster when processes share
+    the cores), torch's default on the gpu preset."""
 
 
 def command_line(config: BenchmarkConfig) -> str:

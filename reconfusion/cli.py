@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Optional, Union
 import tyro
 from tyro.conf import Positional, arg, subcommand
 
+from reconfusion.benchmark import BenchmarkConfig
 from reconfusion.files import InputError
 
 logger = logging.getLogger("reconfusion")
@@ -163,54 +164,13 @@ class Info:
 
 
 @dataclass(frozen=True)
-class Benchmark:
+class Benchmark(BenchmarkConfig):
     """Fit and evaluate every (scene, views, method) with nerfstudio; write results, tables, plots, grids."""
 
-    scenes: tuple[Path, ...] = ()
-    """Scene folders (transforms.json + train_test_split_{N}.json); their folder names must differ."""
-    views: tuple[int, ...] = (3, 6, 9)
-    """Numbers of training views (one split file each)."""
-    methods: tuple[str, ...] = ("baseline", "reconfusion")
-    """baseline, reconfusion, and the sample-loss modes sds, multistep, annealed-multistep."""
-    out: Path = Path("outputs/benchmark")
-    """Output folder: runs/ (one folder per fit; finished fits are skipped when the command is rerun),
-    results.csv, results.json, the report and its figures."""
-    preset: Literal["auto", "cpu", "gpu"] = "auto"
-    """nerfstudio methods sized for a CPU or a GPU; auto: gpu where CUDA is available."""
-    iterations: Optional[int] = None
-    """Training iterations per fit (default: the method's own)."""
-    prior: str = "bundled"
-    """Prior for the methods that use one: a folder, a hub id, or "bundled"."""
-    shard: Optional[str] = None
-    """i/n: run only the i-th (from 0) of n contiguous slices of the runs (e.g. $SLURM_ARRAY_TASK_ID/n)."""
-    merge: bool = False
-    """Run nothing; write the report from the finished runs in --out (and --merge-from)."""
-    merge_from: tuple[Path, ...] = ()
-    """With --merge: output folders of shards run elsewhere, whose finished runs are copied into --out."""
-    max_side: Optional[int] = None
-    """Fit a copy of every scene whose longer image side exceeds this, downscaled to it (area average)."""
-    max_test_views: Optional[int] = None
-    """Score at most this many test views per split (evenly strided), on a copy of the scene."""
-    report: Optional[Path] = None
-    """Markdown report to write (default: OUT/BENCHMARKS.md)."""
-    figures: Optional[Path] = None
-    """Folder for the report's plots and grids (default: OUT/figures)."""
-    title: str = "Benchmark"
-    """Heading of the report."""
-    keep_checkpoints: bool = False
-    """Keep the nerfstudio checkpoints (deleted after evaluation by default)."""
-    jobs: int = 1
-    """Fits run at the same time, each its own ns-train process (e.g. 2 on a 2-core CPU with 1 thread each)."""
-    threads: Optional[int] = None
-    """CPU threads per fit (OMP_NUM_THREADS); default 1 on the cpu preset (measured faster when processes share
-    the cores), torch's default on the gpu preset."""
-
     def run(self) -> None:
-        import dataclasses
+        from reconfusion.benchmark import run_benchmark
 
-        from reconfusion.benchmark import BenchmarkConfig, run_benchmark
-
-        run_benchmark(BenchmarkConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}))
+        run_benchmark(self)
 
 
 @dataclass(frozen=True)
