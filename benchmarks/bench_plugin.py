@@ -8,6 +8,11 @@ time of each ns-train process) are the steadier comparison on a machine shared w
 
     .venv/bin/python benchmarks/bench_plugin.py --iterations 300
     .venv/bin/python benchmarks/bench_plugin.py --iterations 300 --refresh 1 10 25 50
+    .venv/bin/python benchmarks/bench_plugin.py --step-timing --refresh 25 50 100 --loss-every 1 2 3
+
+``--step-timing`` measures the cost of training steps instead, in this process: pipelines of both
+methods train in alternating blocks of steps on one thread, timed in process CPU seconds, which stays
+steady where other jobs share the machine (wall-clock then mostly measures them).
 
 Without the bundled prior (reconfusion/assets/default_prior) a randomly initialised tiny prior is
 used, which times the method faithfully but says nothing about quality; the output says which.
@@ -77,6 +82,57 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def step_timing(scene: Path, prior: str, refreshes: list[int | None], loss_everys: list[int | None], steps: int,
+                blocks: int = 2) -> None:
+    """CPU seconds per training step of each method, alternating blocks of ``steps`` steps."""
+    import functools
+    from dataclasses import replace
+
+    import torch
+    from nerfstudio.engine.callbacks import TrainingCallbackAttributes, TrainingCallbackLocation
+    from nerfstudio.engine.optimizers import Optimizers
+
+    from nerfstudio_plugin.methods import cpu_config
+
+    torch.set_num_threads(1)
+
+    def build(prior_name: str | None, refresh: int | None, loss_every: int | None = None):
+        config = cpu_config("timing", prior_name)
+        config.pipeline.datamanager.data = scene
+        changes = {"refresh_every": refresh, "loss_every": loss_every}
+        changes = {key: value for key, value in changes.items() if value is not None}
+        config.pipeline.model.sample_loss = replace(config.pipeline.model.sample_loss, **changes)
+        pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+        optimizers = Optimizers(config.optimizers, pipeline.get_param_groups())
+        attributes = TrainingCallbackAttributes(optimizers=optimizers, grad_scaler=None, pipeline=pipeline, trainer=None)
+        return pipeline, optimizers, pipeline.get_training_callbacks(attributes)
+
+    def train(pipeline, optimizers, callbacks, start: int) -> float:
+        begin = time.process_time()
+        for step in range(start, start + steps):
+            pipeline.train()
+            for callback in callbacks:
+                callback.run_callback_at_location(step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+            optimizers.zero_grad_all()
+            _, losses, _ = pipeline.get_train_loss_dict(step)
+            functools.reduce(torch.add, losses.values()).backward()
+            optimizers.optimizer_step_all()
+            optimizers.scheduler_step_all(step)
+            for callback in callbacks:
+                callback.run_callback_at_location(step, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+        return (time.process_time() - begin) / steps
+
+    variants = {"reconfusion-baseline-cpu": build(None, None)}
+    for r in refreshes:
+        for every in loss_everys:
+            variants[f"reconfusion-cpu, refresh {r or 'preset'}, loss every {every or 'preset'}"] = build(prior, r, every)
+    seconds = {name: min(train(*v, start=b * steps) for b in range(blocks)) for name, v in variants.items()}
+    base = seconds["reconfusion-baseline-cpu"]
+    print("| method | CPU s / step (1 thread, best block) | / baseline |\n|---|---|---|")
+    for name, value in seconds.items():
+        print(f"| {name} | {value:.3f} | {value / base:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=300)
@@ -84,11 +140,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layout", choices=["object-360", "forward-facing"], default="object-360")
     parser.add_argument("--prior", default=None, help="prior folder (default: bundled, else a random tiny prior)")
+    parser.add_argument("--loss-every", type=int, nargs="*", default=[], help="--step-timing: loss_every values")
+    parser.add_argument("--step-timing", action="store_true", help="time training steps in-process instead")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         scene, prior, described = prepare(out, args.seed, args.layout, args.prior)
         print(f"scene {args.layout} seed {args.seed}, 64x64, 3 training views, {args.iterations} iterations; {described}")
+        if args.step_timing:
+            return step_timing(scene, prior, args.refresh or [None], args.loss_every or [None],
+                               steps=min(args.iterations, 100))
         baseline = run("reconfusion-baseline-cpu", scene, args.iterations, out, [])
         rows = [("reconfusion-baseline-cpu", "-", baseline)]
         for refresh in args.refresh or [None]:

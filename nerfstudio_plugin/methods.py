@@ -36,9 +36,10 @@ register_checkpoint_globals()
 
 CPU_SAMPLE_LOSS = SampleLossConfig(refresh_every=50, views_per_refresh=2, patch_size=24, loss_every=2)
 """CPU: targets refreshed every 50 steps for 2 views, a 24x24 window (the smallest LPIPS takes) rendered
-with gradients every other step. Chosen by measurement (benchmarks/bench_plugin.py --refresh ...): a
-refresh renders whole views without gradients, which on a CPU costs about ten training steps, so
-refreshing every 25 steps or more often puts reconfusion-cpu above 1.5x the baseline's time."""
+with gradients every other step. Chosen by measurement (benchmarks/bench_plugin.py --step-timing
+--refresh ... --loss-every ...): a refresh renders whole views without gradients, about ten training
+steps' worth on a CPU, so refreshing every 25 steps or more often puts reconfusion-cpu above 1.5x the
+baseline's time; with refresh 50 the loss on every 2nd or 3rd step cost 1.45x and 1.42x."""
 GPU_SAMPLE_LOSS = SampleLossConfig(refresh_every=10, views_per_refresh=4, patch_size=64)
 """GPU: a 64x64 window with gradients every step (the whole view for a 64 px prior; at 512 px it keeps
 the rendering with gradients at the size of nerfacto's ray batch), targets refreshed every 10 steps for

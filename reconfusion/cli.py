@@ -176,7 +176,7 @@ class Benchmark(BenchmarkConfig):
 @dataclass(frozen=True)
 class Demo:
     """The main job at small scale: a held-out procedural scene fitted from 3 views with and without the
-    bundled prior on the CPU; prints the table, writes the renders and plots (a few minutes on 2 cores)."""
+    bundled prior on the CPU; prints the table, writes the renders and plots (under 10 minutes on 2 cores)."""
 
     out: Path = Path("outputs/demo")
     """Output folder (the scene in data/, the fits in runs/, report.md and figures/)."""
