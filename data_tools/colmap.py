@@ -135,7 +135,10 @@ def _check_options(out: Path, matcher: str, camera_model: str, min_registered: i
         )
     if min_registered < MIN_IMAGES:
         raise InputError(f"min_registered={min_registered}: a scene needs at least {MIN_IMAGES} posed photos")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise InputError(f"{out}: {blocked} is a file, not a folder; choose another output folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out}: output folder exists and is not empty; choose another folder or pass --overwrite")
 
 

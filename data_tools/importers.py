@@ -147,6 +147,8 @@ def _read_poses_bounds(src: Path) -> tuple[np.ndarray, np.ndarray]:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:
         raise InputError(f"{path}: not a readable .npy array ({err}); regenerate it") from err
+    if array.dtype.kind not in "iuf":
+        raise InputError(f"{path}: holds {array.dtype} values, not numbers; regenerate it (LLFF's imgs2poses.py)")
     if array.ndim != 2 or array.shape[1] != 17:
         raise InputError(f"{path}: expected an (N, 17) array (3x5 pose-hwf + near, far), got {array.shape}")
     bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
@@ -214,6 +216,9 @@ def _blender_frames(src: Path) -> tuple[list[Path], list[list], list[list[float]
         meta = read_json(source)
         if not isinstance(meta, dict) or "camera_angle_x" not in meta or not meta.get("frames"):
             raise InputError(f"{source}: needs 'camera_angle_x' and a non-empty 'frames' list")
+        if not isinstance(meta["frames"], list) or not all(isinstance(f, dict) for f in meta["frames"]):
+            raise InputError(f"{source}: 'frames' must be a list of objects with file_path and transform_matrix")
+        fov = [_fov(meta, "camera_angle_x", source), _fov(meta, "camera_angle_y", source)]
         for frame in meta["frames"]:
             path = resolve_image_path(src, str(frame.get("file_path", "")))
             if path is None:
@@ -222,9 +227,23 @@ def _blender_frames(src: Path) -> tuple[list[Path], list[list], list[list[float]
                 raise InputError(f"{source}: frame {frame.get('file_path')!r} has no transform_matrix")
             paths.append(path)
             matrices.append(frame["transform_matrix"])
-            fovs.append([float(meta["camera_angle_x"]), meta.get("camera_angle_y")])
+            fovs.append(fov)
             subsets.append(name)
     return paths, matrices, fovs, subsets
+
+
+def _fov(meta: dict, key: str, source: Path) -> float | None:
+    """A field of view in radians from a Blender transforms file (None when the key is absent)."""
+    value = meta.get(key)
+    if value is None:
+        return None
+    try:
+        fov = float(value)
+    except (TypeError, ValueError):
+        fov = float("nan")
+    if not 0.0 < fov < np.pi:
+        raise InputError(f"{source}: {key} {value!r} is not a field of view in radians (between 0 and pi); fix it")
+    return fov
 
 
 def _import_blender(src: Path, out: Path, background: tuple[float, float, float], overwrite: bool) -> None:
@@ -240,7 +259,7 @@ def _import_blender(src: Path, out: Path, background: tuple[float, float, float]
     intrinsics = []
     for (fov_x, fov_y), (width, height) in zip(fovs, sizes):
         fx = focal_from_fov(fov_x, float(width))
-        fy = fx if fov_y is None else focal_from_fov(float(fov_y), float(height))
+        fy = fx if fov_y is None else focal_from_fov(fov_y, float(height))
         intrinsics.append([fx, fy, width / 2.0, height / 2.0])
     extra = _source_info("blender", src, background=list(background))
     extra[SUBSETS_KEY] = subsets
@@ -396,7 +415,10 @@ def _dtu_cameras(cameras: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _homogeneous(matrix: np.ndarray, source: Path, key: str) -> np.ndarray:
-    matrix = np.asarray(matrix, dtype=np.float64)
+    try:
+        matrix = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{source}: {key} must hold numbers ({err}); re-export the calibration") from err
     if matrix.shape not in ((3, 4), (4, 4)):
         raise InputError(f"{source}: {key} must be 3x4 or 4x4, got {matrix.shape}")
     if not np.all(np.isfinite(matrix)):

@@ -29,7 +29,7 @@ import numpy as np
 
 from data_tools.importers import SUBSETS_KEY
 from reconfusion.files import InputError, read_json
-from reconfusion.scene import TRANSFORMS, Split, load_scene, validate_split, write_split
+from reconfusion.scene import TRANSFORMS, Scene, Split, load_scene, validate_split, write_split
 
 logger = logging.getLogger("reconfusion")
 
@@ -152,10 +152,24 @@ def make_split(centres: np.ndarray, protocol: Protocol, num_views: int, subsets:
     raise InputError(f"unknown split protocol {protocol!r}; choose llff, dtu, blender or auto")
 
 
-def write_splits(scene: Path, protocol: Protocol, views: Sequence[int]) -> list[Path]:
-    """Write ``train_test_split_{N}.json`` into ``scene`` for every ``N`` in ``views``; returns the files."""
+def _check_existing(scene: Scene, num_views: int, split: Split) -> None:
+    """An existing split file is only replaced by the same ids (or with --overwrite, which skips this)."""
+    existing = scene.splits.get(num_views)
+    if existing is not None and existing != split:
+        raise InputError(
+            f"{scene.root / f'train_test_split_{num_views}.json'}: exists with other ids (train "
+            f"{list(existing.train_ids)}); pass --overwrite to replace it, or choose another --protocol/--views"
+        )
+
+
+def write_splits(scene: Path, protocol: Protocol, views: Sequence[int], overwrite: bool = False) -> list[Path]:
+    """Write ``train_test_split_{N}.json`` into ``scene`` for every ``N`` in ``views``; returns the files.
+
+    An existing split file with other ids is an error unless ``overwrite`` (which also replaces split
+    files that do not load).
+    """
     scene = Path(scene)
-    loaded = load_scene(scene)
+    loaded = load_scene(scene, read_splits=not overwrite)
     views = [int(v) for v in views]
     if not views:
         raise InputError(f"{scene}: no view counts given; pass e.g. --views 3 6 9")
@@ -168,9 +182,10 @@ def write_splits(scene: Path, protocol: Protocol, views: Sequence[int]) -> list[
         except InputError as err:
             raise InputError(f"{scene} ({len(loaded)} images, protocol {protocol}): {err}") from err
         splits[num_views] = validate_split(split.train_ids, split.test_ids, len(loaded), str(scene))
+        _check_existing(loaded, num_views, splits[num_views])
     written = []
     for num_views, split in splits.items():
-        written.append(write_split(scene, num_views, split))
+        written.append(write_split(loaded.root, num_views, split))
         logger.info(
             "%s: %s protocol, %d views: train %s, %d test views", written[-1], protocol, num_views,
             list(split.train_ids), len(split.test_ids),

@@ -47,6 +47,8 @@ NOTES = {
     for group in ("llff", "blender", "dtu", "nerfstudio", "reconfusion", "scenes")
 }
 """Notes printed above the tables of real-scene groups when they were fitted with the bundled prior."""
+ABLATION_MODES = ("sds", "multistep", "annealed-multistep")
+"""Sample-loss modes compared by the ablation section (issue 7); ``reconfusion`` runs annealed-multistep."""
 PROTOCOL_OF_FORMAT = {"llff": "llff", "blender": "blender", "dtu": "dtu"}
 """Split protocol used with each import format (others: auto)."""
 
@@ -228,6 +230,35 @@ def _scene_table(results: list[RunResult]) -> list[str]:
     return lines + [""]
 
 
+def ablation_results(results: list[RunResult]) -> list[RunResult]:
+    """The runs the sample-loss ablation compares: the baseline, sds, multistep and annealed-multistep (the
+    ``reconfusion`` runs stand for it when the mode was not run by that name), on the (scene, views) where
+    all of them finished, so every mode is averaged over the same scenes. Empty without sds or multistep runs."""
+    present = {r.method for r in results}
+    if not present & {"sds", "multistep"}:
+        return []
+    default = "annealed-multistep" if "annealed-multistep" in present else "reconfusion"
+    methods = ["baseline", *(m for m in ABLATION_MODES[:2] if m in present), default]
+    finished = defaultdict(set)
+    for r in results:
+        finished[(r.scene, r.views)].add(r.method)
+    return [r for r in results if r.method in methods and finished[(r.scene, r.views)] >= set(methods)]
+
+
+def _ablation_lines(results: list[RunResult]) -> list[str]:
+    rows = ablation_results(results)
+    if not rows:
+        return []
+    lines = ["## Sample-loss ablation", "", "The same prior used three ways while fitting (`--pipeline.model.sample-loss"
+             ".mode`): `sds` (score distillation, one prior evaluation per step, gradient through the encoder), "
+             "`multistep` (t from the whole range all along) and `annealed-multistep` (the paper's, our default; "
+             "the `reconfusion` rows). Means over the scenes where every mode finished.", ""]  # fmt: skip
+    means = mean_table(rows)
+    for group in sorted({r.group for r in rows}, key=group_key):
+        lines += _group_table(group, rows, means)
+    return lines
+
+
 def _figure_lines(results: list[RunResult], base: Path, grids: dict, comparison: Path | None) -> list[str]:
     lines = []
     if comparison is not None:
@@ -256,6 +287,7 @@ def markdown_report(
     for group in sorted({r.group for r in results}, key=group_key):
         lines += _group_table(group, results, means)
     lines += [f"![{p.stem}]({_link(p, base)})" for p in plots] + [""]
+    lines += _ablation_lines(results)
     lines += _figure_lines(results, base, grids, comparison)
     lines += ["## Every scene", ""] + _scene_table(results)
     return "\n".join(lines)

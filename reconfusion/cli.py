@@ -94,11 +94,13 @@ class DataSplits:
     training views by farthest-point sampling of camera centres."""
     views: tuple[int, ...] = (3, 6, 9)
     """Numbers of training views, one split file each."""
+    overwrite: bool = False
+    """Replace existing split files that hold other ids (or do not load)."""
 
     def run(self) -> None:
         from data_tools.splits import write_splits
 
-        write_splits(self.scene, self.protocol, self.views)
+        write_splits(self.scene, self.protocol, self.views, overwrite=self.overwrite)
 
 
 @dataclass(frozen=True)

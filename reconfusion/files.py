@@ -90,9 +90,18 @@ def _umask() -> int:
     return mask
 
 
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as err:
+        raise InputError(
+            f"{path}: cannot create its folder ({err.strerror}: {err.filename}); choose another output path"
+        ) from err
+
+
 @contextlib.contextmanager
 def _temporary_sibling(path: Path) -> Iterator[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
@@ -112,9 +121,11 @@ def atomic_directory(out: Path, overwrite: bool = False) -> Iterator[Path]:
     replaced only after the new folder is complete.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; choose another output folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out}: output folder exists and is not empty; choose another folder or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         yield tmp

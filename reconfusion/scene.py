@@ -122,8 +122,34 @@ def _check_sizes(paths: Sequence[Path], sizes: np.ndarray) -> None:
             )
 
 
-def load_scene(path: Path) -> Scene:
-    """Read and validate a scene folder (or its transforms.json)."""
+def check_intrinsics(intrinsics: np.ndarray, sizes: np.ndarray, source: str) -> None:
+    """Focal lengths, principal points and image sizes finite, focal lengths and sizes positive."""
+    intrinsics, sizes = np.asarray(intrinsics, np.float64), np.asarray(sizes, np.float64)
+    finite = np.isfinite(intrinsics).all(-1) & np.isfinite(sizes).all(-1)
+    bad = np.flatnonzero(~finite | (intrinsics[:, :2] <= 0).any(-1) | (sizes <= 0).any(-1))
+    if bad.size:
+        raise InputError(
+            f"{source}: invalid intrinsics at frames {bad[:10].tolist()} (focal lengths and w/h must be finite "
+            "and positive); fix fl_x/fl_y/camera_angle_x and w/h"
+        )
+
+
+def _intrinsics(frames: list[dict], meta: dict, paths: list[Path], source: Path) -> tuple[np.ndarray, ...]:
+    """(N, 4) intrinsics, (N, 2) sizes and (N, 4) distortion of the frames, validated."""
+    try:
+        intr, sizes = zip(*(_frame_intrinsics(f, meta, p, source) for f, p in zip(frames, paths)))
+        distortion = np.array([[float(f.get(k, meta.get(k, 0.0))) for k in DISTORTION_KEYS] for f in frames])
+    except InputError:
+        raise
+    except (TypeError, ValueError, OverflowError) as err:
+        raise InputError(f"{source}: intrinsics, w/h and distortion must be numbers ({err}); fix the file") from err
+    intr, sizes = np.array(intr, dtype=np.float64), np.array(sizes, dtype=np.int64)
+    check_intrinsics(intr, sizes, str(source))
+    return intr, sizes, distortion
+
+
+def load_scene(path: Path, read_splits: bool = True) -> Scene:
+    """Read and validate a scene folder (or its transforms.json); ``read_splits=False`` skips split files."""
     path = Path(path)
     root = path.parent if path.name == TRANSFORMS else path
     if not root.is_dir():
@@ -135,6 +161,8 @@ def load_scene(path: Path) -> Scene:
     frames = meta.get("frames") if isinstance(meta, dict) else None
     if not frames:
         raise InputError(f"{source}: no frames listed; the file needs a non-empty 'frames' list")
+    if not isinstance(frames, list) or not all(isinstance(f, dict) for f in frames):
+        raise InputError(f"{source}: 'frames' must be a list of objects with file_path and transform_matrix; fix it")
     frames = sorted(frames, key=lambda f: str(f.get("file_path", "")))
     paths = [resolve_image_path(root, str(f.get("file_path", ""))) for f in frames]
     missing = [f.get("file_path") for f, p in zip(frames, paths) if p is None]
@@ -153,19 +181,17 @@ def load_scene(path: Path) -> Scene:
         c2w = check_poses(c2w, str(source))
     except ValueError as err:
         raise InputError(str(err)) from err
-    intr, sizes = zip(*(_frame_intrinsics(f, meta, p, source) for f, p in zip(frames, paths)))
-    sizes = np.array(sizes, dtype=np.int64)
+    intr, sizes, distortion = _intrinsics(frames, meta, paths, source)
     _check_sizes(paths, sizes)
-    distortion = np.array([[float(f.get(k, meta.get(k, 0.0))) for k in DISTORTION_KEYS] for f in frames])
     depth_paths = tuple((root / f["depth_file_path"]) if "depth_file_path" in f else None for f in frames)
     return Scene(
         root=root.resolve(),
         image_paths=tuple(paths),
         c2w=c2w,
-        intrinsics=np.array(intr, dtype=np.float64),
+        intrinsics=intr,
         sizes=sizes,
         distortion=distortion,
-        splits=_read_splits(root, len(frames)),
+        splits=_read_splits(root, len(frames)) if read_splits else {},
         depth_paths=depth_paths if any(d is not None for d in depth_paths) else (),
     )
 
@@ -173,13 +199,15 @@ def load_scene(path: Path) -> Scene:
 def validate_split(train_ids: Sequence[int], test_ids: Sequence[int], num_images: int, source: str) -> Split:
     """Check that ids are integers in range, unique, and that train and test do not overlap."""
     for name, ids in (("train_ids", train_ids), ("test_ids", test_ids)):
-        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
+        if not isinstance(ids, (list, tuple)) or not all(
+            isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids
+        ):
             raise InputError(f"{source}: {name} must be a list of integers")
         out_of_range = [int(i) for i in ids if not 0 <= i < num_images]
         if out_of_range:
             raise InputError(
                 f"{source}: {name} {out_of_range[:5]} out of range for {num_images} images "
-                "(ids index the images sorted by file name); regenerate with `reconfusion data splits`"
+                "(ids index the images sorted by file name); regenerate with `reconfusion data splits --overwrite`"
             )
         if len(set(ids)) != len(ids):
             raise InputError(f"{source}: {name} has repeated ids; each view may appear once")
@@ -232,6 +260,7 @@ def write_scene(
     if not (len(c2w) == len(intrinsics) == num):
         raise ValueError(f"{out}: {num} images but {len(c2w)} poses and {len(intrinsics)} intrinsics")
     sizes = np.array([_size_of(img) for img in images]) if sizes is None else np.asarray(sizes)
+    check_intrinsics(intrinsics, sizes, str(out))
     distortion = np.zeros((num, 4)) if distortion is None else np.asarray(distortion)
     frames = []
     with atomic_directory(out, overwrite=overwrite) as tmp:

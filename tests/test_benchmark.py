@@ -204,6 +204,22 @@ def test_differences_to_the_baseline_are_paired_by_scene(tmp_path):
     assert paired_difference(rows, 6, "reconfusion", "psnr") is None
 
 
+def test_ablation_compares_the_modes_on_the_same_scenes(tmp_path):
+    from reconfusion.benchmark_report import ablation_results, markdown_report
+
+    fit, cfg = fake_fit(), config(tmp_path)
+    main = [fit(Run(scene, 3, method), cfg, {}) for scene in SCENES[:2] for method in ("baseline", "reconfusion")]
+    assert ablation_results(main) == []  # no sds / multistep runs: no ablation section
+    modes = [fit(Run(SCENES[0], 3, method), cfg, {}) for method in ("sds", "multistep")]
+    rows = ablation_results(main + modes)
+    assert {(r.scene, r.method) for r in rows} == {("scene_a", m) for m in ("baseline", "sds", "multistep", "reconfusion")}
+    text = markdown_report(main + modes, "t", [], tmp_path, [], {}, None)
+    ablation = text[text.index("## Sample-loss ablation"):]
+    sds = next(r for r in modes if r.method == "sds")
+    assert "### procedural object-360: 1 scene" in ablation  # scene_b has no sds run, so it is left out
+    assert f"| 3 | sds | {sds.psnr:.2f} |" in ablation
+
+
 # -------------------------------------------------------------------------------------- scenes, child
 
 

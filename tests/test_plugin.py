@@ -115,9 +115,9 @@ def test_resolve_prior(prior_folder, tmp_path, monkeypatch):
         resolve_prior("bundled")
 
 
-def _cpu_model(prior_folder, num_train_data=3) -> ReconFusionModel:
+def _cpu_model(prior_folder, num_train_data=3, mode="annealed-multistep") -> ReconFusionModel:
     config = methods.cpu_config("test", str(prior_folder)).pipeline.model
-    config.sample_loss = replace(config.sample_loss, num_steps=2, views_per_refresh=1)
+    config.sample_loss = replace(config.sample_loss, num_steps=2, views_per_refresh=1, mode=mode)
     return config.setup(scene_box=SceneBox(torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=num_train_data, metadata={})
 
 
@@ -147,16 +147,17 @@ def test_charbonnier_reconstruction_loss(prior_folder):
     assert losses["rgb_loss"].item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_sample_loss_gradient_reaches_the_field(scene, prior_folder):
+@pytest.mark.parametrize("mode", ["annealed-multistep", "multistep", "sds"])
+def test_sample_loss_gradient_reaches_the_field(scene, prior_folder, mode):
     parser = ReconFusionDataParserConfig(data=scene).setup()
     dataset = InputDataset(parser.get_dataparser_outputs("train"))
-    model = _cpu_model(prior_folder, len(dataset))
+    model = _cpu_model(prior_folder, len(dataset), mode)
     model.setup_prior(*observed_views(dataset), total_steps=100)
     assert model.guidance is not None and model.guidance.layout == "object-360"
     assert not [k for k in model.state_dict() if "prior" in k or "unet" in k]
     model.train()
     losses = model.guidance.loss(0, model.render_views)
-    losses["sample_loss"].backward()
+    sum(losses.values()).backward()  # sample_loss, or sds_loss in the sds mode
     grads = [p.grad for p in model.field.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert sum(g.abs().sum() for g in grads) > 0

@@ -1,0 +1,136 @@
+"""Bad user input gets an InputError naming the file and the fix, never a traceback, and loses nothing."""
+
+import json
+
+import numpy as np
+import pytest
+
+from data_tools.colmap import pose_images
+from data_tools.importers import import_scene
+from data_tools.splits import write_splits
+from reconfusion.cli import main
+from reconfusion.files import InputError, atomic_directory, write_image
+from reconfusion.scene import load_scene, write_scene
+
+
+def _scene(tmp_path, n=10):
+    images = [np.full((6, 8, 3), i / n, np.float32) for i in range(n)]
+    c2w = np.tile(np.eye(4), (n, 1, 1))
+    c2w[:, 0, 3] = np.cos(np.arange(n))
+    c2w[:, 1, 3] = np.sin(np.arange(n))
+    return write_scene(tmp_path / "scene", images, c2w, np.tile([9.0, 9.0, 4.0, 3.0], (n, 1)))
+
+
+def _edit(scene, fn, name="transforms.json"):
+    meta = json.loads((scene / name).read_text())
+    meta = fn(meta) or meta
+    (scene / name).write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m["frames"].__setitem__(0, 5), "'frames' must be a list of objects"),
+        (lambda m: m.update(frames={"a": 1}), "'frames' must be a list of objects"),
+        (lambda m: m["frames"][0].update(w="abc"), "must be numbers"),
+        (lambda m: m["frames"][0].update(k1="x"), "must be numbers"),
+        (lambda m: m["frames"][0].update(fl_x=0.0), r"invalid intrinsics at frames \[0\]"),
+        (lambda m: m["frames"][1].update(fl_y=-3.0), r"invalid intrinsics at frames \[1\]"),
+    ],
+)
+def test_bad_transforms_fields(tmp_path, edit, message):
+    scene = _scene(tmp_path)
+    _edit(scene, edit)
+    with pytest.raises(InputError, match=f"transforms.json: .*{message}"):
+        load_scene(scene)
+
+
+def test_write_scene_rejects_infinite_focal(tmp_path):
+    with pytest.raises(InputError, match="invalid intrinsics"):
+        write_scene(tmp_path / "s", [np.zeros((4, 4, 3), np.float32)], np.eye(4)[None], [[np.inf, 1.0, 2.0, 2.0]])
+    assert not (tmp_path / "s").exists()
+
+
+def test_split_ids_not_a_list(tmp_path):
+    scene = _scene(tmp_path)
+    (scene / "train_test_split_3.json").write_text('{"train_ids": 5, "test_ids": [0]}')
+    with pytest.raises(InputError, match="train_test_split_3.json: train_ids must be a list"):
+        load_scene(scene)
+
+
+def test_write_splits_keeps_other_splits_unless_overwrite(tmp_path):
+    scene = _scene(tmp_path)
+    released = '{"train_ids": [1, 2, 3], "test_ids": [0]}'
+    (scene / "train_test_split_3.json").write_text(released)
+    with pytest.raises(InputError, match="train_test_split_3.json: exists with other ids.*--overwrite"):
+        write_splits(scene, "auto", [3])
+    assert (scene / "train_test_split_3.json").read_text() == released
+    (scene / "train_test_split_3.json").write_text('{"train_ids": [1, 2, 30], "test_ids": [0]}')  # out of range
+    with pytest.raises(InputError, match="out of range.*data splits --overwrite"):
+        write_splits(scene, "auto", [3])
+    write_splits(scene, "auto", [3], overwrite=True)
+    write_splits(scene, "auto", [3])  # the same ids again: not a conflict
+    assert load_scene(scene).split(3).test_ids == (0, 8)
+
+
+def test_write_splits_given_transforms_json(tmp_path):
+    scene = _scene(tmp_path)
+    paths = write_splits(scene / "transforms.json", "auto", [3])
+    assert paths[0].parent == scene.resolve() and len(load_scene(scene).split(3).train_ids) == 3
+
+
+def test_llff_poses_bounds_of_strings(tmp_path):
+    (tmp_path / "llff" / "images_8").mkdir(parents=True)
+    np.save(tmp_path / "llff" / "poses_bounds.npy", np.full((2, 17), "1.0"))
+    with pytest.raises(InputError, match="poses_bounds.npy: holds <U3 values, not numbers"):
+        import_scene("llff", tmp_path / "llff", tmp_path / "out")
+
+
+def _blender(tmp_path, **meta):
+    src = tmp_path / "blender"
+    write_image(src / "train" / "r_0.png", np.zeros((4, 4, 3), np.float32))
+    frames = [{"file_path": "./train/r_0", "transform_matrix": np.eye(4).tolist()}]
+    (src / "transforms_train.json").write_text(json.dumps({"camera_angle_x": 0.7, "frames": frames, **meta}))
+    return src
+
+
+@pytest.mark.parametrize(
+    "meta, message",
+    [
+        ({"camera_angle_x": "wide"}, "camera_angle_x 'wide' is not a field of view"),
+        ({"camera_angle_x": 0}, "camera_angle_x 0 is not a field of view"),
+        ({"camera_angle_y": "x"}, "camera_angle_y 'x' is not a field of view"),
+        ({"frames": ["r_0.png"]}, "'frames' must be a list of objects"),
+    ],
+)
+def test_blender_bad_transforms(tmp_path, meta, message):
+    with pytest.raises(InputError, match=f"transforms_train.json: {message}"):
+        import_scene("blender", _blender(tmp_path, **meta), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_dtu_world_mat_of_strings(tmp_path):
+    src = tmp_path / "dtu"
+    write_image(src / "image" / "000.png", np.zeros((4, 4, 3), np.float32))
+    np.savez(src / "cameras.npz", world_mat_0=np.array("abc"))
+    with pytest.raises(InputError, match="cameras.npz: world_mat_0 must hold numbers"):
+        import_scene("dtu", src, tmp_path / "out")
+
+
+def test_output_path_is_or_lies_under_a_file(tmp_path):
+    (tmp_path / "afile").write_text("keep me")
+    for out, overwrite in ((tmp_path / "afile", True), (tmp_path / "afile" / "sub", False)):
+        with pytest.raises(InputError, match="choose another output"):
+            with atomic_directory(out, overwrite=overwrite):
+                pass
+        with pytest.raises(InputError, match="afile is a file, not a folder"):
+            pose_images(tmp_path, out, overwrite=overwrite)
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_cli_exits_with_the_message(tmp_path, capsys):
+    scene = _scene(tmp_path)
+    _edit(scene, lambda m: m["frames"].__setitem__(0, 5))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "splits", str(scene)])
+    assert exit_info.value.code == 2
