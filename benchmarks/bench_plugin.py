@@ -83,8 +83,8 @@ def _children_cpu() -> float:
 
 
 def step_timing(scene: Path, prior: str, refreshes: list[int | None], loss_everys: list[int | None], steps: int,
-                blocks: int = 2) -> None:
-    """CPU seconds per training step of each method, alternating blocks of ``steps`` steps."""
+                blocks: int = 2) -> list[str]:
+    """CPU seconds per training step of each method, alternating blocks of ``steps`` steps (Markdown lines)."""
     import functools
     from dataclasses import replace
 
@@ -128,9 +128,8 @@ def step_timing(scene: Path, prior: str, refreshes: list[int | None], loss_every
             variants[f"reconfusion-cpu, refresh {r or 'preset'}, loss every {every or 'preset'}"] = build(prior, r, every)
     seconds = {name: min(train(*v, start=b * steps) for b in range(blocks)) for name, v in variants.items()}
     base = seconds["reconfusion-baseline-cpu"]
-    print("| method | CPU s / step (1 thread, best block) | / baseline |\n|---|---|---|")
-    for name, value in seconds.items():
-        print(f"| {name} | {value:.3f} | {value / base:.2f} |")
+    lines = ["| method | CPU s / step (1 thread, best block) | / baseline |", "|---|---|---|"]
+    return lines + [f"| {name} | {value:.3f} | {value / base:.2f} |" for name, value in seconds.items()]
 
 
 def main() -> None:
@@ -142,14 +141,15 @@ def main() -> None:
     parser.add_argument("--prior", default=None, help="prior folder (default: bundled, else a random tiny prior)")
     parser.add_argument("--loss-every", type=int, nargs="*", default=[], help="--step-timing: loss_every values")
     parser.add_argument("--step-timing", action="store_true", help="time training steps in-process instead")
+    parser.add_argument("--output", type=Path, default=None, help="also write the Markdown result here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         scene, prior, described = prepare(out, args.seed, args.layout, args.prior)
-        print(f"scene {args.layout} seed {args.seed}, 64x64, 3 training views, {args.iterations} iterations; {described}")
+        lines = [f"scene {args.layout} seed {args.seed}, 64x64, 3 training views, {args.iterations} iterations; {described}", ""]
         if args.step_timing:
-            return step_timing(scene, prior, args.refresh or [None], args.loss_every or [None],
-                               steps=min(args.iterations, 100))
+            return report(lines + step_timing(scene, prior, args.refresh or [None], args.loss_every or [None],
+                               steps=min(args.iterations, 100)), args.output)
         baseline = run("reconfusion-baseline-cpu", scene, args.iterations, out, [])
         rows = [("reconfusion-baseline-cpu", "-", baseline)]
         for refresh in args.refresh or [None]:
@@ -157,12 +157,22 @@ def main() -> None:
             extra += [] if refresh is None else ["--pipeline.model.sample-loss.refresh-every", str(refresh)]
             rows.append(("reconfusion-cpu", "preset" if refresh is None else str(refresh),
                          run("reconfusion-cpu", scene, args.iterations, out / f"r{refresh}", extra)))  # fmt: skip
-    print("| method | refresh M | wall s | s/iteration | wall / baseline | CPU s | CPU / baseline | PSNR | SSIM | LPIPS |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    lines += ["| method | refresh M | wall s | s/iteration | wall / baseline | CPU s | CPU / baseline | PSNR | SSIM | LPIPS |",
+              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for method, refresh, r in rows:
-        print(f"| {method} | {refresh} | {r['wall']:.1f} | {r['step']:.3f} | {r['wall'] / baseline['wall']:.2f} | "
-              f"{r['cpu']:.1f} | {r['cpu'] / baseline['cpu']:.2f} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} |")  # fmt: skip
-    print(f"LPIPS backend: {baseline.get('lpips_backend')}")
+        lines.append(f"| {method} | {refresh} | {r['wall']:.1f} | {r['step']:.3f} | {r['wall'] / baseline['wall']:.2f} | "
+                     f"{r['cpu']:.1f} | {r['cpu'] / baseline['cpu']:.2f} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} |")  # fmt: skip
+    report(lines + ["", f"LPIPS backend: {baseline.get('lpips_backend')}"], args.output)
+
+
+def report(lines: list[str], output: Path | None) -> None:
+    """Print the result; with ``--output`` also write it, headed by the command, machine and date."""
+    print("\n".join(lines))
+    if output is not None:
+        command = " ".join(["python", *sys.argv])
+        header = [f"`{command}`", "", f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d %H:%M %Z')}", ""]
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text("\n".join(header + lines) + "\n")
 
 
 if __name__ == "__main__":

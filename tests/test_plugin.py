@@ -164,7 +164,7 @@ def test_sample_loss_gradient_reaches_the_field(scene, prior_folder, mode):
 
 
 @pytest.mark.slow
-def test_ns_train_then_ns_eval(scene, prior_folder, tmp_path):
+def test_ns_train_then_ns_eval_and_ns_render(scene, prior_folder, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     train = subprocess.run(
         [str(BIN / "ns-train"), "reconfusion-cpu", "--data", str(scene), "--output-dir", str(tmp_path / "runs"),
@@ -188,6 +188,18 @@ def test_ns_train_then_ns_eval(scene, prior_folder, tmp_path):
     for key in ("psnr", "ssim", "lpips"):
         assert np.isfinite(metrics[key]), key
     assert 5.0 < metrics["psnr"] < 60.0 and 0.0 < metrics["ssim"] <= 1.0
+    frames, tools = tmp_path / "render", tmp_path / "bin"
+    tools.mkdir()  # ns-render insists on ffmpeg on PATH even for --output-format images, which never calls it
+    (tools / "ffmpeg").write_text("#!/bin/sh\nexit 1\n")
+    (tools / "ffmpeg").chmod(0o755)
+    env["PATH"] = f"{tools}{os.pathsep}{env.get('PATH', '')}"
+    render = subprocess.run(
+        [str(BIN / "ns-render"), "interpolate", "--load-config", str(config), "--output-path", str(frames),
+         "--output-format", "images", "--interpolation-steps", "2", "--frame-rate", "4"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert render.returncode == 0, render.stdout[-3000:] + render.stderr[-3000:]
+    assert len(list(frames.iterdir())) >= 2
     checkpoint = next((config.parent / "nerfstudio_models").glob("*.ckpt"))
     state = torch.load(checkpoint, map_location="cpu")["pipeline"]
     assert not [k for k in state if "lpips" in k or "prior" in k]
