@@ -94,6 +94,9 @@ class BenchmarkConfig:
     """Keep the nerfstudio checkpoints (deleted after evaluation by default)."""
     jobs: int = 1
     """Fits run at the same time, each its own ns-train process (e.g. 2 on a 2-core CPU with 1 thread each)."""
+    ns_train_args: str = ""
+    """More ns-train arguments for every fit, e.g. "--pipeline.model.sample-loss.refresh-every 10" (pass it as
+    --ns-train-args="..."); part of each run's settings, so runs with other arguments need another --out."""
     threads: Optional[int] = None
     """CPU threads per fit (OMP_NUM_THREADS); default 1 on the cpu preset (measured faster when processes share
     the cores), torch's default on the gpu preset."""
@@ -112,6 +115,8 @@ def command_line(config: BenchmarkConfig) -> str:
             words.append(flag if value else f"--no-{flag[2:]}")
         elif isinstance(value, tuple):
             words += [flag, *(shlex.quote(str(v)) for v in value)]
+        elif isinstance(value, str) and value.startswith("-"):
+            words.append(f"{flag}={shlex.quote(value)}")  # a separate word starting with - would read as an option
         else:
             words += [flag, shlex.quote(str(value))]
     return " ".join(words)

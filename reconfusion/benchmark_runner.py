@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -69,7 +70,7 @@ def run_settings(run: Run, config: BenchmarkConfig, preset: Literal["cpu", "gpu"
     method = METHODS[run.method]
     return {
         "ns_method": method.cpu if preset == "cpu" else method.gpu,
-        "flags": list(method.flags),
+        "flags": [*method.flags, *shlex.split(config.ns_train_args)],
         "iterations": config.iterations,
         "prior": config.prior if method.uses_prior else None,
         "max_side": config.max_side,

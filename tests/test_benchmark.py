@@ -3,6 +3,7 @@ and (slow) one real ns-train + ns-eval benchmark on a tiny procedural scene."""
 
 import csv
 import json
+import shlex
 import subprocess
 import sys
 import zlib
@@ -278,11 +279,14 @@ def test_cli_parses_benchmark_and_demo():
 
 def test_command_line_round_trips():
     original = BenchmarkConfig(scenes=SCENES, views=(3,), methods=("baseline", "multistep"), iterations=7,
-                               shard="0/2", max_test_views=25, keep_checkpoints=True)  # fmt: skip
-    words = command_line(original).split()
+                               shard="0/2", max_test_views=25, keep_checkpoints=True,
+                               ns_train_args="--pipeline.model.sample-loss.refresh-every 10")  # fmt: skip
+    words = shlex.split(command_line(original))
     assert words[:2] == ["reconfusion", "benchmark"]
     parsed = tyro.cli(Command, args=words[1:], config=(tyro.conf.OmitSubcommandPrefixes,))
     assert BenchmarkConfig(**{k: getattr(parsed, k) for k in vars(parsed)}) == original
+    settings = benchmark_runner.run_settings(Run(SCENES[0], 3, "multistep"), original, "cpu")
+    assert settings["flags"] == [*METHODS["multistep"].flags, "--pipeline.model.sample-loss.refresh-every", "10"]
 
 
 def test_benchmark_modules_do_not_import_nerfstudio():
