@@ -39,7 +39,8 @@ CPU_SAMPLE_LOSS = SampleLossConfig(refresh_every=50, views_per_refresh=2, patch_
 with gradients every other step. Chosen by measurement (benchmarks/bench_plugin.py --step-timing
 --refresh ... --loss-every ...): a refresh renders whole views without gradients, about ten training
 steps' worth on a CPU, so refreshing every 25 steps or more often puts reconfusion-cpu above 1.5x the
-baseline's time; with refresh 50 the loss on every 2nd or 3rd step cost 1.45x and 1.42x."""
+baseline's time; with refresh 50 the loss on every 2nd step costs about 1.5x
+(benchmarks/results/bench_plugin_step_timing.md)."""
 GPU_SAMPLE_LOSS = SampleLossConfig(refresh_every=10, views_per_refresh=4, patch_size=64)
 """GPU: a 64x64 window with gradients every step (the whole view for a 64 px prior; at 512 px it keeps
 the rendering with gradients at the size of nerfacto's ray batch), targets refreshed every 10 steps for

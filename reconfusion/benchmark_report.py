@@ -51,6 +51,8 @@ ABLATION_MODES = ("sds", "multistep", "annealed-multistep")
 """Sample-loss modes compared by the ablation section (issue 7); ``reconfusion`` runs annealed-multistep."""
 PROTOCOL_OF_FORMAT = {"llff": "llff", "blender": "blender", "dtu": "dtu"}
 """Split protocol used with each import format (others: auto)."""
+KEEPS_SPLITS = ("reconfusion",)
+"""Import formats that bring their own split files (no `reconfusion data splits` after them)."""
 
 
 def sort_results(results: list[RunResult]) -> list[RunResult]:
@@ -145,6 +147,8 @@ def data_commands(results: list[RunResult]) -> list[str]:
             extra = f" --downscale {source['downscale']}" if source.get("downscale", 8) != 8 else ""
             extra += " --background black" if source.get("background") == [0.0, 0.0, 0.0] else ""
             lines.append(f"reconfusion data import {fmt} {_relative(source.get('source', '?'))} {scene}{extra}")
+            if fmt in KEEPS_SPLITS:
+                continue
             views = " ".join(str(v) for v in source.get("split_views", []))
             protocol = PROTOCOL_OF_FORMAT.get(fmt, "auto")
             lines.append(f"reconfusion data splits {scene} --protocol {protocol} --views {views}")
@@ -249,10 +253,16 @@ def _ablation_lines(results: list[RunResult]) -> list[str]:
     rows = ablation_results(results)
     if not rows:
         return []
-    lines = ["## Sample-loss ablation", "", "The same prior used three ways while fitting (`--pipeline.model.sample-loss"
-             ".mode`): `sds` (score distillation, one prior evaluation per step, gradient through the encoder), "
-             "`multistep` (t from the whole range all along) and `annealed-multistep` (the paper's, our default; "
-             "the `reconfusion` rows). Means over the scenes where every mode finished.", ""]  # fmt: skip
+    described = {
+        "sds": "`sds` (score distillation, one prior evaluation per step, gradient through the encoder)",
+        "multistep": "`multistep` (t from the whole range all along)",
+        "annealed-multistep": "`annealed-multistep` (the paper's, our default)",
+        "reconfusion": "`reconfusion` (the default mode, annealed-multistep)",
+    }
+    modes = [described[m] for m in _method_order(rows) if m in described]
+    lines = ["## Sample-loss ablation", "", f"The same prior used {len(modes)} ways while fitting "
+             f"(`--pipeline.model.sample-loss.mode`): {', '.join(modes)}, and the baseline without it. "
+             "Means over the scenes where every one of them finished.", ""]  # fmt: skip
     means = mean_table(rows)
     for group in sorted({r.group for r in rows}, key=group_key):
         lines += _group_table(group, rows, means)

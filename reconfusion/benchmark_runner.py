@@ -65,12 +65,20 @@ def resolve_preset(preset: Literal["auto", "cpu", "gpu"]) -> Literal["cpu", "gpu
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
+def ns_train_args(text: str) -> list[str]:
+    """The words of --ns-train-args; InputError on unbalanced quotes."""
+    try:
+        return shlex.split(text)
+    except ValueError as err:
+        raise InputError(f"--ns-train-args {text!r}: {err}; quote it as --ns-train-args=\"--flag value\"") from err
+
+
 def run_settings(run: Run, config: BenchmarkConfig, preset: Literal["cpu", "gpu"]) -> dict:
     """Everything that decides a run's outcome besides the scene and the view count."""
     method = METHODS[run.method]
     return {
         "ns_method": method.cpu if preset == "cpu" else method.gpu,
-        "flags": [*method.flags, *shlex.split(config.ns_train_args)],
+        "flags": [*method.flags, *ns_train_args(config.ns_train_args)],
         "iterations": config.iterations,
         "prior": config.prior if method.uses_prior else None,
         "max_side": config.max_side,

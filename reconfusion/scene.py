@@ -196,6 +196,11 @@ def load_scene(path: Path, read_splits: bool = True) -> Scene:
     )
 
 
+def _scene_folder(source: str) -> Path:
+    """The scene folder of a split file or scene path named in a message."""
+    return Path(source).parent if source.endswith(".json") else Path(source)
+
+
 def validate_split(train_ids: Sequence[int], test_ids: Sequence[int], num_images: int, source: str) -> Split:
     """Check that ids are integers in range, unique, and that train and test do not overlap."""
     for name, ids in (("train_ids", train_ids), ("test_ids", test_ids)):
@@ -207,7 +212,8 @@ def validate_split(train_ids: Sequence[int], test_ids: Sequence[int], num_images
         if out_of_range:
             raise InputError(
                 f"{source}: {name} {out_of_range[:5]} out of range for {num_images} images "
-                "(ids index the images sorted by file name); regenerate with `reconfusion data splits --overwrite`"
+                "(ids index the images sorted by file name); regenerate it with "
+                f"`reconfusion data splits {_scene_folder(source)} --views {len(train_ids)} --overwrite`"
             )
         if len(set(ids)) != len(ids):
             raise InputError(f"{source}: {name} has repeated ids; each view may appear once")

@@ -66,7 +66,7 @@ def test_write_splits_keeps_other_splits_unless_overwrite(tmp_path):
         write_splits(scene, "auto", [3])
     assert (scene / "train_test_split_3.json").read_text() == released
     (scene / "train_test_split_3.json").write_text('{"train_ids": [1, 2, 30], "test_ids": [0]}')  # out of range
-    with pytest.raises(InputError, match="out of range.*data splits --overwrite"):
+    with pytest.raises(InputError, match="out of range.*data splits .* --views 3 --overwrite"):
         write_splits(scene, "auto", [3])
     write_splits(scene, "auto", [3], overwrite=True)
     write_splits(scene, "auto", [3])  # the same ids again: not a conflict
@@ -128,9 +128,10 @@ def test_output_path_is_or_lies_under_a_file(tmp_path):
     assert (tmp_path / "afile").read_text() == "keep me"
 
 
-def test_cli_exits_with_the_message(tmp_path, capsys):
+def test_cli_exits_with_the_message(tmp_path, caplog):
     scene = _scene(tmp_path)
     _edit(scene, lambda m: m["frames"].__setitem__(0, 5))
     with pytest.raises(SystemExit) as exit_info:
         main(["data", "splits", str(scene)])
     assert exit_info.value.code == 2
+    assert "'frames' must be a list of objects" in caplog.text

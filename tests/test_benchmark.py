@@ -321,3 +321,8 @@ def test_benchmark_end_to_end(tiny_scene, tmp_path):
     before = (out / "results.json").read_text()
     main(argv)  # resumed: nothing to fit, the same results
     assert json.loads((out / "results.json").read_text()) == json.loads(before)
+
+
+def test_ns_train_args_with_an_open_quote_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="--ns-train-args"):
+        benchmark_runner.run_settings(Run(SCENES[0], 3, "reconfusion"), config(tmp_path, ns_train_args='--a "b'), "cpu")
