@@ -288,14 +288,16 @@ def markdown_report(
     results: list[RunResult], title: str, commands: list[dict], base: Path,
     plots: list[Path], grids: dict[tuple[str, int], Path], comparison: Path | None,
 ) -> str:  # fmt: skip
-    """The whole report (links relative to ``base``, the report's folder)."""
-    means = mean_table(results)
+    """The whole report (links relative to ``base``, the report's folder). The sample-loss modes' rows go
+    to the ablation section when there is one (they usually cover fewer scenes than the main methods)."""
+    main = [r for r in results if r.method not in ABLATION_MODES] if ablation_results(results) else results
+    means = mean_table(main)
     lines = _header(results, title, commands)
     lines += ["## Means per view count", "", "Means over each group's scenes (the test views of every scene's "
               "split). The differences to the baseline are means of the per-scene differences, over the scenes "
               "where both have finished.", ""]  # fmt: skip
-    for group in sorted({r.group for r in results}, key=group_key):
-        lines += _group_table(group, results, means)
+    for group in sorted({r.group for r in main}, key=group_key):
+        lines += _group_table(group, main, means)
     lines += [f"![{p.stem}]({_link(p, base)})" for p in plots] + [""]
     lines += _ablation_lines(results)
     lines += _figure_lines(results, base, grids, comparison)

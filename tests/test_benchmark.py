@@ -216,6 +216,7 @@ def test_ablation_compares_the_modes_on_the_same_scenes(tmp_path):
     assert {(r.scene, r.method) for r in rows} == {("scene_a", m) for m in ("baseline", "sds", "multistep", "reconfusion")}
     text = markdown_report(main + modes, "t", [], tmp_path, [], {}, None)
     ablation = text[text.index("## Sample-loss ablation"):]
+    assert "| 3 | sds |" not in text[: text.index("## Sample-loss ablation")]  # the modes' rows are in the ablation
     sds = next(r for r in modes if r.method == "sds")
     assert "### procedural object-360: 1 scene" in ablation  # scene_b has no sds run, so it is left out
     assert f"| 3 | sds | {sds.psnr:.2f} |" in ablation
