@@ -249,8 +249,8 @@ def ablation_results(results: list[RunResult]) -> list[RunResult]:
     return [r for r in results if r.method in methods and finished[(r.scene, r.views)] >= set(methods)]
 
 
-def _ablation_lines(results: list[RunResult]) -> list[str]:
-    rows = ablation_results(results)
+def _ablation_lines(rows: list[RunResult]) -> list[str]:
+    """The ablation section of the rows :func:`ablation_results` chose (none: no section)."""
     if not rows:
         return []
     described = {
@@ -290,7 +290,8 @@ def markdown_report(
 ) -> str:  # fmt: skip
     """The whole report (links relative to ``base``, the report's folder). The sample-loss modes' rows go
     to the ablation section when there is one (they usually cover fewer scenes than the main methods)."""
-    main = [r for r in results if r.method not in ABLATION_MODES] if ablation_results(results) else results
+    ablation = ablation_results(results)
+    main = [r for r in results if r.method not in ABLATION_MODES] if ablation else results
     means = mean_table(main)
     lines = _header(results, title, commands)
     lines += ["## Means per view count", "", "Means over each group's scenes (the test views of every scene's "
@@ -299,7 +300,7 @@ def markdown_report(
     for group in sorted({r.group for r in main}, key=group_key):
         lines += _group_table(group, main, means)
     lines += [f"![{p.stem}]({_link(p, base)})" for p in plots] + [""]
-    lines += _ablation_lines(results)
+    lines += _ablation_lines(ablation)
     lines += _figure_lines(results, base, grids, comparison)
     lines += ["## Every scene", ""] + _scene_table(results)
     return "\n".join(lines)
