@@ -11,6 +11,9 @@ importer knows beyond cameras is kept as top-level keys of ``transforms.json``:
 
 - ``reconfusion_import``: the source format and folder;
 - ``reconfusion_bounds`` (llff): per-frame ``[near, far]`` from ``poses_bounds.npy``, in LLFF units;
+- ``reconfusion_background`` (blender, dtu with masks, RGBA nerfstudio scenes): the colour the RGBA
+  images are shown on. Alpha is never thrown away: Blender's RGBA PNGs are copied unchanged and DTU's
+  object masks become the alpha channel of the imported images;
 - ``reconfusion_subsets`` (blender; nerfstudio when its transforms name train/val/test files): the
   dataset subset (``"train"``, ``"val"``, ``"test"``, or ``"none"``) of each frame, in the order of
   ``frames``.
@@ -30,13 +33,20 @@ import numpy as np
 
 from reconfusion.cameras import check_poses, focal_from_fov, llff_to_opengl, opencv_to_opengl
 from reconfusion.files import IMAGE_SUFFIXES, InputError, atomic_directory, image_size, read_image, read_json
-from reconfusion.scene import TRANSFORMS, Scene, load_scene, resolve_image_path, write_scene
+from reconfusion.scene import (
+    BACKGROUND_KEY,
+    BOUNDS_KEY,
+    TRANSFORMS,
+    Scene,
+    load_scene,
+    resolve_image_path,
+    write_scene,
+)
 
 logger = logging.getLogger("reconfusion")
 
 Format = Literal["llff", "blender", "nerfstudio", "reconfusion", "dtu"]
 SOURCE_KEY = "reconfusion_import"
-BOUNDS_KEY = "reconfusion_bounds"
 SUBSETS_KEY = "reconfusion_subsets"
 BLENDER_SUBSETS = ("train", "val", "test")
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
@@ -190,19 +200,6 @@ def _import_llff(src: Path, out: Path, downscale: int, overwrite: bool) -> None:
 # ------------------------------------------------------------------------------------------ blender
 
 
-class _Composited(Sequence):
-    """RGBA images composited on a background, decoded one at a time as write_scene asks for them."""
-
-    def __init__(self, paths: Sequence[Path], background: tuple[float, float, float]):
-        self.paths, self.background = list(paths), background
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        return read_image(self.paths[index], background=self.background)
-
-
 def _blender_frames(src: Path) -> tuple[list[Path], list[list], list[list[float]], list[str]]:
     """Image paths, transform matrices, (fov_x, fov_y or None) and subset names, train/val/test order."""
     paths, matrices, fovs, subsets = [], [], [], []
@@ -255,18 +252,18 @@ def _import_blender(src: Path, out: Path, background: tuple[float, float, float]
     if c2w.shape[1:] != (4, 4):
         raise InputError(f"{src}: transform_matrix must be 4x4 for every frame, got {c2w.shape[1:]}")
     c2w = _rigid(c2w, src / "transforms_*.json")
-    sizes = np.array([image_size(p) for p in paths], dtype=np.int64)
+    sizes = _decoded_sizes(paths)
     intrinsics = []
     for (fov_x, fov_y), (width, height) in zip(fovs, sizes):
         fx = focal_from_fov(fov_x, float(width))
         fy = fx if fov_y is None else focal_from_fov(fov_y, float(height))
         intrinsics.append([fx, fy, width / 2.0, height / 2.0])
-    extra = _source_info("blender", src, background=list(background))
+    extra = _source_info("blender", src)
     extra[SUBSETS_KEY] = subsets
-    images = _Composited(paths, background)
-    write_scene(out, images, c2w, np.array(intrinsics), sizes=sizes, extra=extra, overwrite=overwrite)
+    extra[BACKGROUND_KEY] = list(background)
+    write_scene(out, paths, c2w, np.array(intrinsics), sizes=sizes, extra=extra, overwrite=overwrite)
     counts = {name: subsets.count(name) for name in BLENDER_SUBSETS}
-    logger.info("blender: imported %d frames %s composited on %s into %s", len(paths), counts, list(background), out)
+    logger.info("blender: imported %d RGBA frames %s (background %s) into %s", len(paths), counts, list(background), out)
 
 
 # ------------------------------------------------------------------------------ nerfstudio, reconfusion
@@ -317,6 +314,10 @@ def _rewrite(src: Path, out: Path, format: str, overwrite: bool) -> Scene:
     _check_pinhole(meta, src / TRANSFORMS)
     _decoded_sizes(scene.image_paths)
     extra = _source_info(format, src)
+    if scene.has_alpha or scene.background is not None:
+        extra[BACKGROUND_KEY] = list(scene.display_background)
+    if scene.bounds is not None:
+        extra[BOUNDS_KEY] = scene.bounds.tolist()
     if "applied_transform" in meta:
         extra["applied_transform"] = meta["applied_transform"]
     subsets = _frame_subsets(src, meta, scene)
@@ -437,7 +438,44 @@ def _import_dtu(src: Path, out: Path, overwrite: bool) -> None:
     intrinsics, c2w = _dtu_cameras(cameras, len(images))
     sizes = _decoded_sizes(images)
     extra = _source_info("dtu", src, world="normalised by scale_mat_i where present (IDR), not rescaled further")
-    write_scene(out, images, c2w, intrinsics, sizes=sizes, extra=extra, overwrite=overwrite)
+    masks = _dtu_masks(src, images, sizes)
+    frames: Sequence = images
+    if masks is not None:
+        frames = _WithAlpha(images, masks)
+        extra[BACKGROUND_KEY] = [1.0, 1.0, 1.0]
+    write_scene(out, frames, c2w, intrinsics, sizes=sizes, extra=extra, overwrite=overwrite)
     logger.info(
-        "dtu: imported %d frames (%dx%d) with cameras from %s into %s", len(images), *sizes[0], cameras.name, out
+        "dtu: imported %d frames (%dx%d) with cameras from %s%s into %s", len(images), *sizes[0], cameras.name,
+        " and object masks as alpha" if masks is not None else "", out,
     )
+
+
+def _dtu_masks(src: Path, images: Sequence[Path], sizes: np.ndarray) -> list[Path] | None:
+    """The object masks of a DTU scene (``mask/`` or ``masks/``, one per image in sorted order), or None."""
+    folder = next((src / name for name in ("mask", "masks") if (src / name).is_dir()), None)
+    if folder is None:
+        return None
+    masks = _list_images(folder)
+    if len(masks) != len(images):
+        raise InputError(
+            f"{folder}: {len(masks)} masks for {len(images)} images; they pair in sorted order, "
+            "so provide one mask per image or remove the folder"
+        )
+    for mask, (width, height) in zip(masks, sizes):
+        if image_size(mask) != (width, height):
+            raise InputError(f"{mask}: mask is {image_size(mask)} but its image is {(width, height)}; resize it")
+    return masks
+
+
+class _WithAlpha(Sequence):
+    """RGB images with their masks as alpha (H, W, 4), decoded one at a time as write_scene asks."""
+
+    def __init__(self, images: Sequence[Path], masks: Sequence[Path]):
+        self.images, self.masks = list(images), list(masks)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index):
+        alpha = read_image(self.masks[index]).max(axis=-1, keepdims=True) > 0.5
+        return np.concatenate([read_image(self.images[index]), alpha.astype(np.float32)], axis=-1)

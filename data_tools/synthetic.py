@@ -14,9 +14,12 @@ match :func:`reconfusion.cameras.pixel_rays`), depth = distance along the camera
 "no depth" value; only object-360 has background pixels). Anti-aliasing is adaptive 2x2 supersampling:
 one ray per pixel centre gives depth and colour, and pixels at a surface boundary or colour step get
 the mean of the four stratified sub-pixel samples instead (what a 2x render averaged down gives
-there); depth stays exact at the pixel centre. Everything is a deterministic function of the seed:
-the same seed gives the same bytes (on one machine; the renderer avoids BLAS and einsum, whose last
-bits depend on array sizes and thread counts).
+there); depth stays exact at the pixel centre. Alpha is coverage (the fraction of a pixel's samples
+that hit geometry). Object-360 scene folders hold RGBA PNGs (un-premultiplied colour) and declare
+the background as ``reconfusion_background`` in transforms.json, so composing on it gives back the
+rendered images; forward-facing ones (no background pixels) stay RGB. Everything is a deterministic
+function of the seed: the same seed gives the same bytes (on one machine; the renderer avoids BLAS
+and einsum, whose last bits depend on array sizes and thread counts).
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from jaxtyping import Float
 from rich.progress import track
 
 from data_tools.splits import HOLDOUT_EVERY, auto_split
-from data_tools.synthetic_render import Light, Material, Plane, Primitive, Texture, World, extreme_points, render_rays
+from data_tools.synthetic_render import Light, Material, Plane, Primitive, Texture, World, extreme_points
+from data_tools.synthetic_render import foreground_rgba, render_rays
 from reconfusion.cameras import focal_from_fov
 from reconfusion.files import InputError
-from reconfusion.scene import Split, write_scene
+from reconfusion.scene import BACKGROUND_KEY, Split, write_scene
 
 logger = logging.getLogger("reconfusion")
 
@@ -73,7 +77,9 @@ class RenderedScene:
     """The rendered views of a scene."""
 
     images: Float[np.ndarray, "V H W 3"]
-    """float32 colours in [0, 1]."""
+    """float32 colours in [0, 1], composited on the world's background."""
+    alpha: Float[np.ndarray, "V H W"]
+    """float32 coverage in [0, 1]: fraction of a pixel's samples that hit geometry (0 = background)."""
     depth: Float[np.ndarray, "V H W"]
     """float32 z-depth (along the camera's -z) at pixel centres; 0 on background pixels."""
     c2w: Float[np.ndarray, "V 4 4"]
@@ -311,28 +317,31 @@ def _needs_supersampling(rgb: np.ndarray, surface: np.ndarray, threshold: float)
 
 
 def render_views(world: World, c2w, intrinsics, size: int, supersample: int, edge_threshold: float = 0.05):
-    """Images (V, size, size, 3) and z-depth (V, size, size; 0 = background) of square views.
+    """Images (V, size, size, 3), alpha and z-depth (V, size, size; 0 = background) of square views.
 
-    One ray per pixel centre gives depth and a first colour; pixels that border another surface or a
-    colour step above ``edge_threshold`` are re-rendered with ``supersample`` x ``supersample``
-    stratified sub-pixel samples (adaptive anti-aliasing; 1 = none).
+    One ray per pixel centre gives depth, a first colour and alpha (1 on a hit, 0 on background);
+    pixels that border another surface or a colour step above ``edge_threshold`` are re-rendered with
+    ``supersample`` x ``supersample`` stratified sub-pixel samples (adaptive anti-aliasing; 1 = none),
+    their colour the samples' mean and their alpha the fraction of samples that hit geometry.
     """
-    views = len(c2w)
-    view, row, col = (a.ravel() for a in np.indices((views, size, size)))
+    shape = (len(c2w), size, size)
+    view, row, col = (a.ravel() for a in np.indices(shape))
     origins, dirs = sample_rays(c2w, intrinsics, view, row + 0.5, col + 0.5)
     rgb, t, surface = render_rays(world, origins, dirs)
     depth = np.where(np.isfinite(t), t * _row_dot(dirs, -c2w[view, :3, 2]), 0.0).astype(np.float32)
+    alpha = np.isfinite(t).astype(np.float32)
     if supersample > 1:
-        shape = (views, size, size)
         edges = np.flatnonzero(_needs_supersampling(rgb.reshape(*shape, 3), surface.reshape(shape), edge_threshold))
         offsets = (np.arange(supersample) + 0.5) / supersample
-        total = np.zeros((edges.size, 3), np.float32)
+        total, hits = np.zeros((edges.size, 3), np.float32), np.zeros(edges.size, np.float32)
         for dy in offsets:
             for dx in offsets:
                 sub_o, sub_d = sample_rays(c2w, intrinsics, view[edges], row[edges] + dy, col[edges] + dx)
-                total += render_rays(world, sub_o, sub_d)[0]
-        rgb[edges] = total / supersample**2
-    return rgb.reshape(views, size, size, 3), depth.reshape(views, size, size)
+                sub_rgb, sub_t, _ = render_rays(world, sub_o, sub_d)
+                total += sub_rgb
+                hits += np.isfinite(sub_t)
+        rgb[edges], alpha[edges] = total / supersample**2, hits / supersample**2
+    return rgb.reshape(*shape, 3), alpha.reshape(shape), depth.reshape(shape)
 
 
 def render_scene(spec: SceneSpec, *, supersample: int = 2, max_rays: int = 2**16) -> RenderedScene:
@@ -342,14 +351,13 @@ def render_scene(spec: SceneSpec, *, supersample: int = 2, max_rays: int = 2**16
     """
     c2w, intrinsics = spec.camera_arrays()
     per_chunk = max(1, max_rays // spec.resolution**2)
-    images, depths = [], []
+    chunks = []
     with np.errstate(all="ignore"):
         for start in range(0, len(c2w), per_chunk):
             chunk = slice(start, start + per_chunk)
-            rgb, depth = render_views(spec.world, c2w[chunk], intrinsics[chunk], spec.resolution, supersample)
-            images.append(rgb)
-            depths.append(depth)
-    return RenderedScene(np.concatenate(images), np.concatenate(depths), c2w, intrinsics)
+            chunks.append(render_views(spec.world, c2w[chunk], intrinsics[chunk], spec.resolution, supersample))
+    images, alpha, depth = (np.concatenate(parts) for parts in zip(*chunks))
+    return RenderedScene(images, alpha, depth, c2w, intrinsics)
 
 
 # ---------------------------------------------------------------------------------------- output
@@ -376,6 +384,26 @@ def _check_arguments(out: Path, num_scenes: int, num_views: int, resolution: int
         raise InputError(f"{out}: exists and is not a folder; choose another output folder")
 
 
+def _scene_files(spec: SceneSpec, views: RenderedScene) -> tuple[list[np.ndarray], dict]:
+    """Images to write (RGBA where a scene has background pixels, else RGB) and transforms.json extras."""
+    valid = views.depth[views.depth > 0]
+    meta = {
+        "generator": "reconfusion data synthetic",
+        "seed": spec.seed,
+        "layout": spec.layout,
+        "anti_aliasing": "adaptive: 2x2 sub-pixel samples where a pixel borders another surface or a colour step",
+        "depth": "z-depth along the camera's -z axis at pixel centres, world units; 0 = background",
+        "near": float(valid.min()) if valid.size else 0.0,
+        "far": float(valid.max()) if valid.size else 0.0,
+    }
+    if not np.any(views.alpha < 1):
+        return list(views.images), {"synthetic": meta}
+    meta["alpha"] = "coverage: fraction of a pixel's samples that hit geometry; colour un-premultiplied"
+    background = spec.world.background
+    extra = {BACKGROUND_KEY: [float(c) for c in background], "synthetic": meta}
+    return list(foreground_rgba(views.images, views.alpha, background)), extra
+
+
 def generate_scenes(
     out: Path,
     *,
@@ -388,9 +416,11 @@ def generate_scenes(
 ) -> list[Path]:
     """Render ``num_scenes`` scenes into ``out/scene_{seed + i:05d}`` (scene i is sampled from seed + i).
 
-    Each folder holds images, z-depth maps (.npy, 0 = background), transforms.json and the auto
-    protocol's ``train_test_split_{3,6,9}.json`` (those the view count allows). Each folder is written
-    atomically; existing non-empty folders are an error unless ``overwrite``.
+    Each folder holds images (RGBA with the background colour declared in transforms.json where a
+    scene has background pixels, i.e. object-360; RGB otherwise), z-depth maps (.npy, 0 = background),
+    transforms.json and the auto protocol's ``train_test_split_{3,6,9}.json`` (those the view count
+    allows). Each folder is written atomically; existing non-empty folders are an error unless
+    ``overwrite``.
     """
     out = Path(out)
     _check_arguments(out, num_scenes, num_views, resolution, layout, seed)
@@ -402,18 +432,9 @@ def generate_scenes(
         spec = sample_scene(seed + index, layout=layout, num_views=num_views, resolution=resolution)
         views = render_scene(spec)
         splits = scene_splits(views.c2w)
-        valid = views.depth[views.depth > 0]
-        meta = {
-            "generator": "reconfusion data synthetic",
-            "seed": seed + index,
-            "layout": layout,
-            "anti_aliasing": "adaptive: 2x2 sub-pixel samples where a pixel borders another surface or a colour step",
-            "depth": "z-depth along the camera's -z axis at pixel centres, world units; 0 = background",
-            "near": float(valid.min()) if valid.size else 0.0,
-            "far": float(valid.max()) if valid.size else 0.0,
-        }
-        write_scene(path, list(views.images), views.c2w, views.intrinsics, splits=splits,
-                    depths=list(views.depth), extra={"synthetic": meta}, overwrite=overwrite)
+        images, extra = _scene_files(spec, views)
+        write_scene(path, images, views.c2w, views.intrinsics, splits=splits, depths=list(views.depth),
+                    extra=extra, overwrite=overwrite)
         logger.debug("scene %d/%d: %s (splits %s)", index + 1, num_scenes, path, sorted(splits))
     logger.info("%d %s scenes of %d views at %dx%d in %s (splits for %s training views)", num_scenes, layout,
                 num_views, resolution, resolution, out, sorted(splits) or "no")

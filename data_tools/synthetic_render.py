@@ -4,6 +4,7 @@ A scene is a handful of textured primitives (spheres/ellipsoids, boxes, cylinder
 its own rotation and per-axis scale) plus optional infinite planes (the floor and back wall of the
 forward-facing layout), lit by directional lights and an ambient term: Lambertian diffuse plus a
 Blinn-Phong highlight, with optional hard shadows cast by the primitives (one shadow ray per light).
+:func:`foreground_rgba` turns composited colours and coverage back into un-premultiplied RGBA.
 
 Every primitive is intersected in its own unit frame: a world point ``x`` has local coordinates
 ``p = R^T (x - centre) / scale``. Directions are mapped the same way without renormalising, so the
@@ -420,3 +421,16 @@ def render_rays(world: World, origins: np.ndarray, dirs: np.ndarray) -> tuple[np
         albedo = texture_colour(material.texture, coords)
         rgb[idx] = _shade(world, points, normals, dirs[idx], albedo, material)
     return np.clip(rgb, 0.0, 1.0), t, surface
+
+
+def foreground_rgba(rgb: np.ndarray, alpha: np.ndarray, background: Vec3) -> np.ndarray:
+    """RGBA (..., 4) float32 whose composition on ``background`` gives back ``rgb`` (composited colours).
+
+    Colour channels are the un-premultiplied foreground ``(rgb - (1 - alpha) background) / alpha``,
+    clipped to [0, 1], and the background colour where ``alpha`` (coverage in [0, 1]) is 0.
+    """
+    bg = np.asarray(background, np.float32)
+    a = np.asarray(alpha, np.float32)[..., None]
+    fg = np.broadcast_to(bg, rgb.shape).copy()
+    np.divide(rgb - (1.0 - a) * bg, a, out=fg, where=np.broadcast_to(a > 0, rgb.shape))
+    return np.concatenate([np.clip(fg, 0.0, 1.0), a], -1).astype(np.float32)

@@ -7,6 +7,11 @@ training data are (:func:`reconfusion.cameras.normalize_cameras` of the training
 at the origin, camera centres in [-1, 1]^3), which also suits nerfacto's scene contraction; the
 same transform is applied to the test cameras and saved as the dataparser transform.
 
+The settings a fair fit needs (scene kind, near/far, scene box, background: :mod:`reconfusion.scene_fit`)
+are chosen here from the training views and handed to the model in the metadata; the scene box is the
+object's box for objects. Images with alpha keep it (no ``alpha_color``), so the model can train on
+random backgrounds and score masked metrics.
+
 Kept light on purpose: nerfstudio imports this module while it is still discovering its own
 dataparsers, so it may only import nerfstudio's base classes.
 """
@@ -28,6 +33,10 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from reconfusion.cameras import normalize_cameras
 from reconfusion.files import InputError
 from reconfusion.scene import Scene, Split, load_scene
+from reconfusion.scene_fit import SceneFit, scene_fit
+
+FIT_METADATA = "reconfusion_fit"
+"""Metadata key of the :class:`SceneFit` (read by nerfstudio_plugin.model)."""
 
 DEFAULT_NUM_VIEWS = 3
 
@@ -43,7 +52,8 @@ class ReconFusionDataParserConfig(DataParserConfig):
     """Use train_test_split_{num_views}.json. None: 3 where that split exists (else the smallest split
     present); a scene without split files trains on every image and evaluates on them too."""
     scene_scale: float = 1.0
-    """Half-side of the scene box around the normalised cameras (nerfacto contracts what lies beyond)."""
+    """Half-side of the scene box around the normalised cameras for scenes without alpha (nerfacto
+    contracts what lies beyond); objects get the bounding box of their masks' visual hull."""
 
 
 def choose_split(scene: Scene, num_views: Optional[int]) -> tuple[Optional[int], Split]:
@@ -104,8 +114,9 @@ class ReconFusionDataParser(DataParser):
             )
         transform, scale = normalising_transform(scene.c2w[list(chosen.train_ids)])
         cameras = build_cameras(scene, ids, transform, scale)
-        half = self.config.scene_scale
+        fit = fit_for(scene, chosen.train_ids, transform, scale, self.config.scene_scale)
         metadata = {
+            FIT_METADATA: fit,
             "reconfusion_num_views": num_views,
             "reconfusion_image_ids": list(ids),
             "reconfusion_train_ids": list(chosen.train_ids),
@@ -114,11 +125,21 @@ class ReconFusionDataParser(DataParser):
         return DataparserOutputs(
             image_filenames=[scene.image_paths[i] for i in ids],
             cameras=cameras,
-            scene_box=SceneBox(aabb=torch.tensor([[-half] * 3, [half] * 3], dtype=torch.float32)),
+            scene_box=SceneBox(aabb=torch.tensor(fit.aabb, dtype=torch.float32)),
             metadata=metadata,
             dataparser_transform=torch.as_tensor(transform, dtype=torch.float32),
             dataparser_scale=scale,
         )
+
+
+def fit_for(scene: Scene, train_ids: tuple[int, ...], transform: np.ndarray, scale: float, half_side: float) -> SceneFit:
+    """The scene's settings from its training views, in the normalised frame."""
+    ids = list(train_ids)
+    c2w = scene.c2w[ids].copy()
+    c2w[:, :3, 3] = scale * (c2w[:, :3, 3] + transform[:, 3])
+    alphas = [scene.rgba(i)[..., 3] for i in ids] if scene.has_alpha else None
+    bounds = None if scene.bounds is None else scale * scene.bounds[ids]
+    return scene_fit(c2w, scene.intrinsics[ids], alphas, bounds, scene.background, half_side)
 
 
 def _announce(scene: Scene, num_views: Optional[int], split: Split) -> None:

@@ -23,13 +23,13 @@ from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConf
 from nerfstudio.data.datamanagers.parallel_datamanager import ParallelDataManagerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from nerfstudio_plugin.compat import register_checkpoint_globals
 from nerfstudio_plugin.dataparser import ReconFusionDataParserConfig
 from nerfstudio_plugin.model import BUNDLED_PRIOR, ReconFusionModelConfig
 from nerfstudio_plugin.pipeline import ReconFusionPipelineConfig
+from nerfstudio_plugin.trainer import ReconFusionTrainerConfig
 from reconfusion.guidance import SampleLossConfig
 
 register_checkpoint_globals()
@@ -47,20 +47,21 @@ the rendering with gradients at the size of nerfacto's ray batch), targets refre
 4 views. Not measured with nerfstudio on a GPU yet."""
 
 
-def _optimizers(max_steps: int) -> dict:
+def _optimizers() -> dict:
+    """nerfacto's optimizers; the trainer stretches each decay over the run (lr_decay_steps)."""
     adam = {"optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15)}
-    decay = ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=max_steps)
+    decay = ExponentialDecaySchedulerConfig(lr_final=1e-4)
     return {
         "proposal_networks": {**adam, "scheduler": decay},
         "fields": {**adam, "scheduler": decay},
         "camera_opt": {
             "optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15),
-            "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=5000),
+            "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4),
         },
     }
 
 
-def gpu_config(method_name: str, prior: Optional[str]) -> TrainerConfig:
+def gpu_config(method_name: str, prior: Optional[str]) -> ReconFusionTrainerConfig:
     """nerfacto's settings (4096 rays, mixed precision) on the sparse-view data, with or without the prior."""
     model = ReconFusionModelConfig(
         prior=prior,
@@ -72,20 +73,20 @@ def gpu_config(method_name: str, prior: Optional[str]) -> TrainerConfig:
     datamanager = ParallelDataManagerConfig(
         dataparser=ReconFusionDataParserConfig(), train_num_rays_per_batch=4096, eval_num_rays_per_batch=4096
     )
-    return TrainerConfig(
+    return ReconFusionTrainerConfig(
         method_name=method_name,
         steps_per_eval_batch=500,
         steps_per_save=2000,
         max_num_iterations=30000,
         mixed_precision=True,
         pipeline=ReconFusionPipelineConfig(datamanager=datamanager, model=model),
-        optimizers=_optimizers(200000),
+        optimizers=_optimizers(),
         viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
         vis="viewer",
     )
 
 
-def cpu_config(method_name: str, prior: Optional[str]) -> TrainerConfig:
+def cpu_config(method_name: str, prior: Optional[str]) -> ReconFusionTrainerConfig:
     """Small images on a CPU: light nerfacto (torch hash grid), single-process data, tensorboard logs."""
     model = ReconFusionModelConfig(
         prior=prior,
@@ -102,7 +103,7 @@ def cpu_config(method_name: str, prior: Optional[str]) -> TrainerConfig:
     datamanager = VanillaDataManagerConfig(
         dataparser=ReconFusionDataParserConfig(), train_num_rays_per_batch=1024, eval_num_rays_per_batch=1024
     )
-    return TrainerConfig(
+    return ReconFusionTrainerConfig(
         method_name=method_name,
         steps_per_eval_batch=500,
         steps_per_eval_image=500,
@@ -111,7 +112,7 @@ def cpu_config(method_name: str, prior: Optional[str]) -> TrainerConfig:
         max_num_iterations=2000,
         mixed_precision=False,
         pipeline=ReconFusionPipelineConfig(datamanager=datamanager, model=model),
-        optimizers=_optimizers(20000),
+        optimizers=_optimizers(),
         viewer=ViewerConfig(num_rays_per_chunk=4096, quit_on_train_completion=True),
         vis="tensorboard",
         machine=MachineConfig(device_type="cpu"),

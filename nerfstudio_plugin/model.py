@@ -1,11 +1,18 @@
 """nerfacto plus the prior's sample loss (RECONFUSION.md section 2).
 
-:class:`ReconFusionModel` is nerfacto with three changes:
+:class:`ReconFusionModel` is nerfacto with four changes:
+
+- the settings that depend on the scene (near/far, scene contraction, initial sampler, background,
+  appearance embeddings) default to None and are taken from the dataparser's
+  :class:`reconfusion.scene_fit.SceneFit` (the trainer writes the values chosen into config.yml);
+  scenes with alpha train on random backgrounds and are rendered and evaluated on the declared
+  background, with masked metrics (prediction and ground truth multiplied by the alpha mask) beside
+  the unmasked ones;
 
 - the sample loss of :class:`reconfusion.guidance.SampleGuidance` is added to the training losses
   when a prior is set up (:meth:`ReconFusionModel.setup_prior`; the pipeline does it for training).
   With ``prior=None`` the model is the baseline: the same nerfacto, data, split and schedule;
-- optionally a Charbonnier reconstruction loss (the paper's) instead of nerfacto's MSE;
+- the paper's Charbonnier reconstruction loss by default (nerfacto's MSE as an option);
 - metrics from :mod:`reconfusion.metrics`, with an LPIPS built lazily on first use (offline it falls
   back to shift-tolerant LPIPS, and a failure is logged, never fatal). Neither the LPIPS network nor the
   prior is a registered submodule, so neither is ever written into a nerfstudio checkpoint.
@@ -13,14 +20,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Type
+from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.model_components.renderers import background_color_override_context
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
@@ -29,6 +38,8 @@ from nerfstudio_plugin.compat import without_stock_lpips
 from reconfusion import metrics
 from reconfusion.files import InputError
 from reconfusion.guidance import SampleGuidance, SampleLossConfig, square_views
+from nerfstudio_plugin.dataparser import FIT_METADATA
+from reconfusion.scene_fit import SceneFit, SceneKind
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +58,62 @@ class ReconFusionModelConfig(NerfactoModelConfig):
     """Run the prior in float16 on CUDA devices (always float32 on CPU)."""
     sample_loss: SampleLossConfig = field(default_factory=SampleLossConfig)
     """The sample loss (mode, weight, noise schedule, refresh of the targets, novel cameras)."""
-    reconstruction_loss: Literal["mse", "charbonnier"] = "mse"
-    """Photometric loss on the observed rays: nerfacto's MSE or the paper's Charbonnier."""
+    reconstruction_loss: Literal["mse", "charbonnier"] = "charbonnier"
+    """Photometric loss on the observed rays: the paper's Charbonnier or nerfacto's MSE."""
     charbonnier_epsilon: float = 1e-3
     """epsilon in sqrt((x - y)^2 + epsilon^2)."""
+    scene_kind: Optional[SceneKind] = None
+    """Recorded, not set: the kind of scene the settings below were chosen for (written by the trainer)."""
+    near_plane: Optional[float] = None  # type: ignore[assignment]
+    """Near plane (normalised frame). None: from the scene (object sphere, LLFF bounds, else 0.05)."""
+    far_plane: Optional[float] = None  # type: ignore[assignment]
+    """Far plane (normalised frame). None: from the scene (object sphere, LLFF bounds, else 1000)."""
+    background_color: Optional[Literal["random", "last_sample", "black", "white"]] = None  # type: ignore[assignment]
+    """Training background. None: random for images with alpha, the declared colour, else last_sample."""
+    display_background: Optional[Tuple[float, float, float]] = None
+    """Colour renderings and ground truth are composed on outside training when training on random
+    backgrounds. None: the scene's declared background (white where undeclared)."""
+    disable_scene_contraction: Optional[bool] = None  # type: ignore[assignment]
+    """None: no contraction for objects (bounded box), contraction otherwise."""
+    proposal_initial_sampler: Optional[Literal["piecewise", "uniform"]] = None  # type: ignore[assignment]
+    """None: uniform for objects, piecewise otherwise."""
+    use_appearance_embedding: Optional[bool] = None  # type: ignore[assignment]
+    """None: off with 9 training views or fewer (each view would explain itself), on above."""
     lpips_backend: metrics.LpipsBackend = "auto"
     """LPIPS for the perceptual loss and the metrics: lpips (standard), stlpips (shift-tolerant, ships with
     its weights), auto (standard where its weights load, else shift-tolerant)."""
+
+
+NERFACTO_SETTINGS = SceneFit(
+    kind="unbounded-360", reason="no scene information", near=0.05, far=1000.0, aabb=((-1.0,) * 3, (1.0,) * 3),
+    contraction=True, initial_sampler="piecewise", background="last_sample", display_background=(1.0, 1.0, 1.0),
+    appearance_embedding=True,
+)  # fmt: skip
+"""nerfacto's own defaults, for a model built without a dataparser's scene information."""
+
+
+def resolve_scene_settings(config: ReconFusionModelConfig, fit: Optional[SceneFit]) -> ReconFusionModelConfig:
+    """The config with every scene setting left at None taken from ``fit`` (nerfacto's defaults without it)."""
+    fit = fit or NERFACTO_SETTINGS
+    chosen = {
+        "scene_kind": fit.kind, "near_plane": fit.near, "far_plane": fit.far, "background_color": fit.background,
+        "display_background": fit.display_background, "disable_scene_contraction": not fit.contraction,
+        "proposal_initial_sampler": fit.initial_sampler, "use_appearance_embedding": fit.appearance_embedding,
+    }  # fmt: skip
+    if config.scene_kind is not None:  # already resolved (a config.yml written by the trainer)
+        chosen.pop("scene_kind")
+    return replace(config, **{name: value for name, value in chosen.items() if getattr(config, name) is None})
+
+
+def describe_settings(config: ReconFusionModelConfig) -> str:
+    """The scene settings of a resolved config, on one line."""
+    return (
+        f"scene kind {config.scene_kind}: near {config.near_plane:.3g}, far {config.far_plane:.3g}, "
+        f"scene contraction {'off' if config.disable_scene_contraction else 'on'}, "
+        f"{config.proposal_initial_sampler} initial sampler, background {config.background_color} "
+        f"(shown on {list(config.display_background or ())}), appearance embedding "
+        f"{'on' if config.use_appearance_embedding else 'off'}, {config.reconstruction_loss} reconstruction loss"
+    )
 
 
 def resolve_prior(name: str) -> str:
@@ -110,6 +170,10 @@ class ReconFusionModel(NerfactoModel):
     config: ReconFusionModelConfig
 
     def populate_modules(self) -> None:
+        fit = self.kwargs.get("metadata", {}).get(FIT_METADATA)
+        self.config = resolve_scene_settings(self.config, fit)
+        if fit is not None:
+            CONSOLE.print(f"Scene: {fit.describe()}")
         with without_stock_lpips():
             super().populate_modules()
         self.lpips = PerceptualMetric(self.config.lpips_backend)
@@ -184,12 +248,27 @@ class ReconFusionModel(NerfactoModel):
         bundle = cameras.generate_rays(camera_indices=indices, coords=coords).flatten()
         per_ray = camera_index.to(self.device).long()[:, None].expand(count, height * width)
         bundle.camera_indices = per_ray.reshape(-1, 1)
-        if torch.is_grad_enabled():
-            rgb = self(bundle)["rgb"]
-        else:
-            chunk = self.config.eval_num_rays_per_chunk
-            rgb = torch.cat([self(bundle[i : i + chunk])["rgb"] for i in range(0, len(bundle), chunk)])
+        with self.shown_on_display_background():
+            if torch.is_grad_enabled():
+                rgb = self(bundle)["rgb"]
+            else:
+                chunk = self.config.eval_num_rays_per_chunk
+                rgb = torch.cat([self(bundle[i : i + chunk])["rgb"] for i in range(0, len(bundle), chunk)])
         return rgb.view(count, height, width, 3).permute(0, 3, 1, 2)
+
+    # ------------------------------------------------------------------ backgrounds
+
+    def shown_on_display_background(self, always: bool = True):
+        """Context in which renderings (and blended ground truth) use the display background - only when
+        training on random backgrounds (and, with ``always=False``, only outside training)."""
+        if self.config.background_color != "random" or (not always and self.training):
+            return contextlib.nullcontext()
+        colour = torch.tensor(self.config.display_background or (1.0, 1.0, 1.0), dtype=torch.float32)
+        return background_color_override_context(colour.to(self.device))
+
+    def get_outputs(self, ray_bundle):
+        with self.shown_on_display_background(always=False):
+            return super().get_outputs(ray_bundle)
 
     # ------------------------------------------------------------------ losses and metrics
 
@@ -199,6 +278,20 @@ class ReconFusionModel(NerfactoModel):
             metrics_dict["sample_t"] = torch.tensor(self.guidance.last_t)
             metrics_dict["sample_t_min"] = torch.tensor(self.guidance.noise_range(self.train_step)[0])
         return metrics_dict
+
+    def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        with self.shown_on_display_background():
+            metrics_dict, images = super().get_image_metrics_and_images(outputs, batch)
+        image = batch["image"].to(self.device)
+        if image.shape[-1] == 4:  # masked metrics: both images multiplied by the object mask
+            mask = image[..., 3:]
+            with self.shown_on_display_background():
+                gt = self.renderer_rgb.blend_background(image)
+            pred, gt = (torch.moveaxis(x * mask, -1, 0)[None] for x in (outputs["rgb"], gt))
+            metrics_dict["psnr_masked"] = float(self.psnr(gt, pred))
+            metrics_dict["ssim_masked"] = float(self.ssim(pred, gt))
+            metrics_dict["lpips_masked"] = float(self.lpips(pred, gt))
+        return metrics_dict, images
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)

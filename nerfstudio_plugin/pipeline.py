@@ -26,15 +26,25 @@ class ReconFusionPipelineConfig(VanillaPipelineConfig):
     _target: Type = field(default_factory=lambda: ReconFusionPipeline)
 
 
-def observed_views(dataset: InputDataset) -> Tuple[List[Tensor], Tensor, Tensor]:
-    """Images (3, H, W) in [0, 1], OpenGL c2w (N, 4, 4) and intrinsics (N, 4) of a nerfstudio dataset."""
+def observed_views(
+    dataset: InputDataset, background: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+) -> Tuple[List[Tensor], Tensor, Tensor]:
+    """Images (3, H, W) in [0, 1] (RGBA composed on ``background``), OpenGL c2w (N, 4, 4) and intrinsics
+    (N, 4) of a nerfstudio dataset."""
     cameras = dataset.cameras
     count = len(dataset)
     c2w = torch.eye(4).repeat(count, 1, 1)
     c2w[:, :3, :] = cameras.camera_to_worlds.reshape(count, 3, 4).float().cpu()
     intrinsics = torch.cat([cameras.fx, cameras.fy, cameras.cx, cameras.cy], dim=-1).reshape(count, 4).float().cpu()
-    images = [dataset.get_image_float32(i)[..., :3].permute(2, 0, 1).contiguous() for i in range(count)]
+    images = [_composed(dataset.get_image_float32(i), background).permute(2, 0, 1).contiguous() for i in range(count)]
     return images, c2w, intrinsics
+
+
+def _composed(image: Tensor, background: Tuple[float, float, float]) -> Tensor:
+    if image.shape[-1] == 3:
+        return image
+    alpha = image[..., 3:]
+    return image[..., :3] * alpha + torch.tensor(background, dtype=image.dtype) * (1.0 - alpha)
 
 
 class ReconFusionPipeline(VanillaPipeline):
@@ -53,7 +63,8 @@ class ReconFusionPipeline(VanillaPipeline):
     ) -> None:
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         if test_mode == "val":
-            self.model.setup_prior(*observed_views(self.datamanager.train_dataset))
+            background = self.model.config.display_background or (1.0, 1.0, 1.0)
+            self.model.setup_prior(*observed_views(self.datamanager.train_dataset, background))
 
     def get_average_eval_image_metrics(
         self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False

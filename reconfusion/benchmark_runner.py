@@ -298,7 +298,7 @@ def fewer_test_views(test_ids: tuple[int, ...], limit: Optional[int]) -> tuple[i
 def prepare_scene(scene: Path, config: BenchmarkConfig) -> Path:
     """The scene to fit: the folder itself, or a copy in OUT/scenes downscaled to ``max_side`` and/or
     with at most ``max_test_views`` test views per split (made once, reused while its recipe matches)."""
-    from reconfusion.scene import Split, load_scene, write_scene
+    from reconfusion.scene import BACKGROUND_KEY, BOUNDS_KEY, Split, load_scene, write_scene
 
     loaded = load_scene(scene)
     longest = int(loaded.sizes.max())
@@ -312,10 +312,13 @@ def prepare_scene(scene: Path, config: BenchmarkConfig) -> Path:
     if (target / "transforms.json").is_file() and read_json(target / "transforms.json").get(PREPARED_KEY) == recipe:
         return target
     sizes = np.maximum(np.round(loaded.sizes * scale), 1).astype(np.int64)
-    images = [_resized(loaded.image(i), tuple(sizes[i])) for i in range(len(loaded))]
+    read = loaded.rgba if loaded.has_alpha else loaded.image
+    images = [_resized(read(i), tuple(sizes[i])) for i in range(len(loaded))]
     factors = np.concatenate([sizes / loaded.sizes, sizes / loaded.sizes], axis=1)  # fx, fy, cx, cy
     meta = read_json(loaded.root / "transforms.json")
-    extra = {k: meta[k] for k in (IMPORT_KEY, SYNTHETIC_KEY) if k in meta}
+    extra = {k: meta[k] for k in (IMPORT_KEY, SYNTHETIC_KEY, BACKGROUND_KEY) if k in meta}
+    if loaded.bounds is not None:
+        extra[BOUNDS_KEY] = loaded.bounds.tolist()
     logger.info("%s: writing a copy at %s for the benchmark (%s)", scene, "x".join(map(str, sizes[0])), target)
     write_scene(target, images, loaded.c2w, loaded.intrinsics * factors, sizes=sizes, distortion=loaded.distortion,
                 splits=splits, extra={**extra, PREPARED_KEY: recipe}, overwrite=True)  # fmt: skip
@@ -323,11 +326,21 @@ def prepare_scene(scene: Path, config: BenchmarkConfig) -> Path:
 
 
 def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Area-averaged resize of a float (H, W, 3) image to ``size`` = (width, height)."""
+    """Area-averaged resize of a float (H, W, 3) or RGBA (H, W, 4) image to ``size`` = (width, height);
+    RGBA is averaged premultiplied, so edges keep their colour."""
     from PIL import Image
 
     if (image.shape[1], image.shape[0]) == size:
         return image
-    pil = Image.fromarray(np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8))
-    return np.asarray(pil.resize(size, Image.Resampling.BOX), dtype=np.float32) / 255.0
+    channels = image.copy()
+    if image.shape[-1] == 4:
+        channels[..., :3] *= image[..., 3:]
 
+    def resize(plane: np.ndarray) -> np.ndarray:
+        pil = Image.fromarray(plane.astype(np.float32), mode="F")
+        return np.asarray(pil.resize(size, Image.Resampling.BOX), dtype=np.float32)
+
+    out = np.stack([resize(channels[..., c]) for c in range(image.shape[-1])], axis=-1)
+    if image.shape[-1] == 4:
+        out[..., :3] /= np.maximum(out[..., 3:], 1e-6)
+    return np.clip(out, 0.0, 1.0)

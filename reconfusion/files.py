@@ -25,25 +25,44 @@ class InputError(ValueError):
     """Bad user input: the message names the file and the fix."""
 
 
-def read_image(path: Path, background: tuple[float, float, float] | None = None) -> np.ndarray:
-    """Read an image as float32 (H, W, 3) in [0, 1].
-
-    RGBA images are composited over ``background`` (an RGB triple in [0, 1]); without a background
-    the alpha channel is dropped.
-    """
+def read_rgba(path: Path) -> np.ndarray:
+    """Read an image as float32 (H, W, 4) in [0, 1]; alpha is 1 where the file has no alpha channel."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: image file not found; check the path or the scene's transforms.json")
     try:
         with Image.open(path) as img:
             img.load()
-            rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+            return np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise InputError(f"{path}: image does not decode ({err}); replace or remove this file") from err
+
+
+def composite(rgba: np.ndarray, background: tuple[float, float, float]) -> np.ndarray:
+    """The one place images are composed on a background: (H, W, 4) -> (H, W, 3), float32."""
     rgb, alpha = rgba[..., :3], rgba[..., 3:]
+    return np.ascontiguousarray(rgb * alpha + np.asarray(background, np.float32) * (1.0 - alpha), dtype=np.float32)
+
+
+def read_image(path: Path, background: tuple[float, float, float] | None = None) -> np.ndarray:
+    """Read an image as float32 (H, W, 3) in [0, 1].
+
+    RGBA images are composited over ``background`` (an RGB triple in [0, 1]); without a background
+    the alpha channel is dropped.
+    """
+    rgba = read_rgba(path)
     if background is not None:
-        rgb = rgb * alpha + np.asarray(background, np.float32) * (1.0 - alpha)
-    return np.ascontiguousarray(rgb)
+        return composite(rgba, background)
+    return np.ascontiguousarray(rgba[..., :3])
+
+
+def has_alpha(path: Path) -> bool:
+    """Whether an image file carries transparency (an alpha channel or a transparent palette entry)."""
+    try:
+        with Image.open(path) as img:
+            return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    except (UnidentifiedImageError, OSError) as err:
+        raise InputError(f"{path}: image does not decode ({err}); replace or remove this file") from err
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -60,7 +79,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def write_image(path: Path, image: np.ndarray) -> None:
-    """Write a float image in [0, 1] (H, W, 3) or a uint8 image, atomically."""
+    """Write a float image in [0, 1] (H, W, 3), RGBA (H, W, 4) or a uint8 image, atomically."""
     data = image if np.asarray(image).dtype == np.uint8 else to_uint8(image)
     path = Path(path)
     with _temporary_sibling(path) as tmp:

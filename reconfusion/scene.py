@@ -4,6 +4,12 @@ On disk a scene is a folder with a nerfstudio ``transforms.json`` (OpenGL camera
 ``transform_matrix``, intrinsics at the top level or per frame, OpenCV distortion) and optional
 ``train_test_split_{N}.json`` files ``{"train_ids": [...], "test_ids": [...]}`` whose ids index the
 frames sorted by ``file_path`` - the format the ReconFusion authors released their splits in.
+
+Images may carry alpha (RGBA PNG: Blender renders, object masks of DTU and photogrammetry captures).
+Alpha is kept on disk; ``reconfusion_background`` (top-level ``[r, g, b]`` in [0, 1]) declares the
+colour such a scene is shown on, and :meth:`Scene.image` composes on it (white where undeclared).
+``reconfusion_bounds`` (top-level, per frame ``[near, far]`` in world units, from LLFF's
+``poses_bounds.npy``) is read when present.
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ from reconfusion.files import (
     IMAGE_SUFFIXES,
     InputError,
     atomic_directory,
+    composite,
+    has_alpha,
     image_size,
-    read_image,
     read_json,
+    read_rgba,
     write_image,
     write_json,
 )
@@ -31,6 +39,9 @@ from reconfusion.files import (
 TRANSFORMS = "transforms.json"
 SPLIT_PATTERN = re.compile(r"train_test_split_(\d+)\.json$")
 DISTORTION_KEYS = ("k1", "k2", "p1", "p2")
+BACKGROUND_KEY = "reconfusion_background"
+BOUNDS_KEY = "reconfusion_bounds"
+WHITE = (1.0, 1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -63,13 +74,28 @@ class Scene:
     """Sparse-view splits by number of training views."""
     depth_paths: tuple[Path | None, ...] = ()
     """Optional depth maps (.npy, metres along -z), one per frame or empty."""
+    background: tuple[float, float, float] | None = None
+    """Declared background colour (``reconfusion_background``); None where the scene declares none."""
+    has_alpha: bool = False
+    """Whether any image carries alpha (an object mask)."""
+    bounds: np.ndarray | None = None
+    """(N, 2) near/far per frame in world units (``reconfusion_bounds``), or None."""
 
     def __len__(self) -> int:
         return len(self.image_paths)
 
+    @property
+    def display_background(self) -> tuple[float, float, float]:
+        """The colour images with alpha are composed on: the declared one, else white."""
+        return self.background if self.background is not None else WHITE
+
     def image(self, index: int) -> np.ndarray:
-        """Frame ``index`` as float32 (H, W, 3) in [0, 1]."""
-        return read_image(self.image_paths[index])
+        """Frame ``index`` as float32 (H, W, 3) in [0, 1], composed on :attr:`display_background`."""
+        return composite(read_rgba(self.image_paths[index]), self.display_background)
+
+    def rgba(self, index: int) -> np.ndarray:
+        """Frame ``index`` as float32 (H, W, 4); alpha 1 where the file has none."""
+        return read_rgba(self.image_paths[index])
 
     def split(self, num_views: int) -> Split:
         if num_views not in self.splits:
@@ -184,6 +210,7 @@ def load_scene(path: Path, read_splits: bool = True) -> Scene:
     intr, sizes, distortion = _intrinsics(frames, meta, paths, source)
     _check_sizes(paths, sizes)
     depth_paths = tuple((root / f["depth_file_path"]) if "depth_file_path" in f else None for f in frames)
+    order = sorted(range(len(meta["frames"])), key=lambda i: str(meta["frames"][i].get("file_path", "")))
     return Scene(
         root=root.resolve(),
         image_paths=tuple(paths),
@@ -193,7 +220,40 @@ def load_scene(path: Path, read_splits: bool = True) -> Scene:
         distortion=distortion,
         splits=_read_splits(root, len(frames)) if read_splits else {},
         depth_paths=depth_paths if any(d is not None for d in depth_paths) else (),
+        background=_background(meta, source),
+        has_alpha=any(has_alpha(p) for p in paths),
+        bounds=_bounds(meta, order, source),
     )
+
+
+def _background(meta: dict, source: Path) -> tuple[float, float, float] | None:
+    value = meta.get(BACKGROUND_KEY)
+    if value is None:
+        return None
+    try:
+        colour = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        colour = ()
+    if len(colour) != 3 or not all(0.0 <= v <= 1.0 for v in colour):
+        raise InputError(f"{source}: {BACKGROUND_KEY} must be [r, g, b] with values in [0, 1], got {value!r}; fix it")
+    return colour  # type: ignore[return-value]
+
+
+def _bounds(meta: dict, order: list[int], source: Path) -> np.ndarray | None:
+    """Per-frame near/far in the order of the sorted frames (stored in the order of ``frames``)."""
+    value = meta.get(BOUNDS_KEY)
+    if value is None:
+        return None
+    try:
+        bounds = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        bounds = np.zeros((0,))
+    if bounds.shape != (len(order), 2) or not np.all(np.isfinite(bounds)) or np.any(bounds <= 0):
+        raise InputError(
+            f"{source}: {BOUNDS_KEY} must hold a positive [near, far] pair per frame ({len(order)}); "
+            "fix it or remove the key"
+        )
+    return bounds[order]
 
 
 def _scene_folder(source: str) -> Path:

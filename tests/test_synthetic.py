@@ -20,11 +20,11 @@ from data_tools.synthetic import (
     sample_rays,
     sample_scene,
 )
-from data_tools.synthetic_render import Material, Primitive, Texture, World
+from data_tools.synthetic_render import Material, Primitive, Texture, World, foreground_rgba
 from reconfusion.cameras import pixel_rays, project, scale_intrinsics
 from reconfusion.cli import main
-from reconfusion.files import InputError
-from reconfusion.scene import load_scene
+from reconfusion.files import InputError, composite
+from reconfusion.scene import BACKGROUND_KEY, load_scene
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,10 +118,11 @@ def test_depth_maps_agree_across_views(layout):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_deterministic_per_seed(layout):
     a, b, c = _render(11, layout), _render(11, layout, max_rays=100), _render(12, layout)
-    for field in ("images", "depth", "c2w", "intrinsics"):  # bit-identical, whatever the chunking
+    for field in ("images", "alpha", "depth", "c2w", "intrinsics"):  # bit-identical, whatever the chunking
         assert np.array_equal(getattr(a, field), getattr(b, field)), field
     assert not np.array_equal(a.images, c.images)
     assert a.images.dtype == np.float32 and a.images.shape == (6, 24, 24, 3) and a.depth.shape == (6, 24, 24)
+    assert a.alpha.dtype == np.float32 and a.alpha.shape == (6, 24, 24)
     assert a.c2w.shape == (6, 4, 4) and a.intrinsics.shape == (6, 4)
     assert 0.0 <= a.images.min() and a.images.max() <= 1.0
 
@@ -155,6 +156,51 @@ def test_scene_folder_loads_with_splits_and_depth(tmp_path):
     assert set(scene.splits[3].train_ids) < set(scene.splits[6].train_ids) < set(scene.splits[9].train_ids)
     meta = json.loads((path / "transforms.json").read_text())["synthetic"]
     assert meta["seed"] == 3 and meta["layout"] == "object-360" and 0 < meta["near"] < meta["far"]
+
+
+def _near(mask: np.ndarray) -> np.ndarray:
+    """Pixels (V, H, W) with a ``mask`` pixel in their 3x3 neighbourhood."""
+    padded = np.pad(mask, ((0, 0), (1, 1), (1, 1)))
+    size = mask.shape[1]
+    return np.any([padded[:, i : i + size, j : j + size] for i in range(3) for j in range(3)], axis=0)
+
+
+def test_alpha_is_coverage():
+    spec = sample_scene(1, layout="object-360", num_views=4, resolution=32)
+    plain, smooth = render_scene(spec, supersample=1), render_scene(spec, supersample=2)
+    np.testing.assert_array_equal(plain.alpha, (plain.depth > 0).astype(np.float32))  # one sample: hit or miss
+    assert set(np.unique(smooth.alpha)) <= {0.0, 0.25, 0.5, 0.75, 1.0}
+    assert np.any((smooth.alpha > 0) & (smooth.alpha < 1))  # anti-aliased silhouettes
+    hit = smooth.depth > 0
+    np.testing.assert_array_equal(smooth.alpha[~_near(hit)], 0.0)  # background, not supersampled
+    np.testing.assert_array_equal(smooth.alpha[~_near(~hit)], 1.0)  # inside the object
+    rgba = foreground_rgba(smooth.images, smooth.alpha, spec.world.background)
+    np.testing.assert_allclose(composite(rgba, spec.world.background), smooth.images, atol=1e-6)
+    assert np.all(render_scene(sample_scene(1, layout="forward-facing", num_views=2, resolution=16)).alpha == 1.0)
+
+
+def test_object_360_scene_is_written_with_alpha(tmp_path):
+    (path,) = generate_scenes(tmp_path, num_scenes=1, num_views=4, resolution=32, layout="object-360", seed=1)
+    spec = sample_scene(1, layout="object-360", num_views=4, resolution=32)
+    rendered = render_scene(spec)
+    scene = load_scene(path)
+    assert scene.has_alpha and scene.background == spec.world.background
+    assert json.loads((path / "transforms.json").read_text())[BACKGROUND_KEY] == list(spec.world.background)
+    hit = rendered.depth > 0
+    for i in range(len(scene)):
+        rgba = scene.rgba(i)
+        assert rgba.shape == (32, 32, 4)
+        np.testing.assert_allclose(scene.image(i), rendered.images[i], atol=1.5 / 255)
+        np.testing.assert_allclose(rgba[..., 3], rendered.alpha[i], atol=0.5 / 255 + 1e-6)
+        assert np.all(rgba[..., 3][~_near(hit)[i]] == 0.0) and np.all(rgba[..., 3][~_near(~hit)[i]] == 1.0)
+        assert np.any(rgba[..., 3] == 0.0) and np.any(rgba[..., 3] == 1.0)
+
+
+def test_forward_facing_scene_is_written_without_alpha(tmp_path):
+    (path,) = generate_scenes(tmp_path, num_scenes=1, num_views=4, resolution=16, layout="forward-facing", seed=1)
+    scene = load_scene(path)
+    assert not scene.has_alpha and scene.background is None and scene.rgba(0).shape == (16, 16, 4)
+    assert BACKGROUND_KEY not in json.loads((path / "transforms.json").read_text())
 
 
 def test_object_360_cameras_frame_the_object():
