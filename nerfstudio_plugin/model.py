@@ -105,10 +105,10 @@ def resolve_scene_settings(config: ReconFusionModelConfig, fit: Optional[SceneFi
     return replace(config, **{name: value for name, value in chosen.items() if getattr(config, name) is None})
 
 
-def describe_settings(config: ReconFusionModelConfig) -> str:
+def describe_settings(config: ReconFusionModelConfig, reason: str = "") -> str:
     """The scene settings of a resolved config, on one line."""
     return (
-        f"scene kind {config.scene_kind}: near {config.near_plane:.3g}, far {config.far_plane:.3g}, "
+        f"scene kind {config.scene_kind}{f' ({reason})' if reason else ''}: near {config.near_plane:.3g}, far {config.far_plane:.3g}, "
         f"scene contraction {'off' if config.disable_scene_contraction else 'on'}, "
         f"{config.proposal_initial_sampler} initial sampler, background {config.background_color} "
         f"(shown on {list(config.display_background or ())}), appearance embedding "
@@ -172,8 +172,7 @@ class ReconFusionModel(NerfactoModel):
     def populate_modules(self) -> None:
         fit = self.kwargs.get("metadata", {}).get(FIT_METADATA)
         self.config = resolve_scene_settings(self.config, fit)
-        if fit is not None:
-            CONSOLE.print(f"Scene: {fit.describe()}")
+        self.scene_reason = fit.reason if fit is not None else "no scene information from the dataparser"
         with without_stock_lpips():
             super().populate_modules()
         self.lpips = PerceptualMetric(self.config.lpips_backend)
@@ -272,7 +271,17 @@ class ReconFusionModel(NerfactoModel):
 
     # ------------------------------------------------------------------ losses and metrics
 
+    def composed_ground_truth(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """The batch with RGBA images composed on the display background - except when training on random
+        backgrounds, where nerfacto blends each batch on its own random colour."""
+        image = batch["image"]
+        if image.shape[-1] != 4 or self.config.background_color == "random":
+            return batch
+        colour = torch.tensor(self.config.display_background or (1.0, 1.0, 1.0), dtype=image.dtype, device=image.device)
+        return {**batch, "image": image[..., :3] * image[..., 3:] + colour * (1.0 - image[..., 3:])}
+
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        batch = self.composed_ground_truth(batch)
         metrics_dict = super().get_metrics_dict(outputs, batch)
         if self.training and self.guidance is not None:
             metrics_dict["sample_t"] = torch.tensor(self.guidance.last_t)
@@ -280,20 +289,19 @@ class ReconFusionModel(NerfactoModel):
         return metrics_dict
 
     def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
-        with self.shown_on_display_background():
-            metrics_dict, images = super().get_image_metrics_and_images(outputs, batch)
         image = batch["image"].to(self.device)
+        with self.shown_on_display_background():
+            metrics_dict, images = super().get_image_metrics_and_images(outputs, self.composed_ground_truth(batch))
         if image.shape[-1] == 4:  # masked metrics: both images multiplied by the object mask
             mask = image[..., 3:]
-            with self.shown_on_display_background():
-                gt = self.renderer_rgb.blend_background(image)
-            pred, gt = (torch.moveaxis(x * mask, -1, 0)[None] for x in (outputs["rgb"], gt))
+            pred, gt = (torch.moveaxis(x * mask, -1, 0)[None] for x in (outputs["rgb"], image[..., :3]))
             metrics_dict["psnr_masked"] = float(self.psnr(gt, pred))
             metrics_dict["ssim_masked"] = float(self.ssim(pred, gt))
             metrics_dict["lpips_masked"] = float(self.lpips(pred, gt))
         return metrics_dict, images
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        batch = self.composed_ground_truth(batch)
         loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
         if self.config.reconstruction_loss == "charbonnier":
             pred, target = self.renderer_rgb.blend_background_for_loss_computation(

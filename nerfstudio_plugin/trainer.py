@@ -52,6 +52,7 @@ class ReconFusionTrainer(Trainer):
         super().setup(test_mode)
         model_config = self.pipeline.model.config
         self.config.pipeline.model = model_config
-        CONSOLE.print(f"Fit settings: {describe_settings(model_config)}, learning rates decay over {steps} steps")
+        line = describe_settings(model_config, getattr(self.pipeline.model, "scene_reason", ""))
+        CONSOLE.print(f"Fit settings: {line}, learning rates decay over {steps} steps", soft_wrap=True)
         if self.local_rank == 0:
             self.config.save_config()

@@ -182,6 +182,12 @@ class RunResult:
     """How the scene was made (generator settings or import source), for the report's data commands."""
     machine: str = ""
     """Where it ran (CPU model and cores, GPU)."""
+    psnr_masked: Optional[float] = None
+    """Mean test PSNR inside the object mask (both images multiplied by it; scenes with alpha only)."""
+    ssim_masked: Optional[float] = None
+    """Mean test SSIM inside the object mask."""
+    lpips_masked: Optional[float] = None
+    """Mean test LPIPS inside the object mask."""
     concurrency: str = ""
     """How fits shared the machine ("2 jobs x 1 thread"): fit_seconds depend on it."""
     finished: str = ""

@@ -29,12 +29,13 @@ from reconfusion.files import read_json, write_json
 
 logger = logging.getLogger("reconfusion")
 
-CSV_COLUMNS = ("scene", "group", "views", "method", "psnr", "ssim", "lpips", "lpips_backend", "fit_seconds",
+CSV_COLUMNS = ("scene", "group", "views", "method", "psnr", "ssim", "lpips", "psnr_masked", "ssim_masked",
+               "lpips_masked", "lpips_backend", "fit_seconds",
                "eval_seconds", "peak_rss_mb", "peak_gpu_mb", "resolution", "test_views", "iterations",
                "machine", "concurrency", "finished")  # fmt: skip
 COMMANDS_FILE = "commands.json"
 """OUT/commands.json: every benchmark command run with this output folder (the report lists them)."""
-MEAN_KEYS = ("psnr", "ssim", "lpips", "fit_seconds", "peak_rss_mb")
+MEAN_KEYS = ("psnr", "ssim", "lpips", "fit_seconds", "peak_rss_mb", "psnr_masked", "lpips_masked")
 STLPIPS_NOTE = (
     " (shift-tolerant LPIPS: the standard LPIPS weights cannot be downloaded here; its values are not "
     "comparable with published LPIPS)"
@@ -68,9 +69,15 @@ def mean_table(results: list[RunResult]) -> dict[tuple[str, int, str], dict[str,
         cells[(result.group, result.views, result.method)].append(result)
     means = {}
     for key, rows in cells.items():
-        means[key] = {k: float(np.mean([getattr(r, k) for r in rows])) for k in MEAN_KEYS}
+        means[key] = {k: _mean([getattr(r, k) for r in rows]) for k in MEAN_KEYS}
         means[key]["count"] = len(rows)
     return means
+
+
+def _mean(values: list) -> float:
+    """Mean of the values present (NaN when none is, e.g. masked metrics of scenes without alpha)."""
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else float("nan")
 
 
 def record_command(out: Path, config: BenchmarkConfig) -> None:
@@ -204,8 +211,9 @@ def _group_table(group: str, results: list[RunResult], means: dict) -> list[str]
     lines = [f"### {group}: {len(scenes)} scene{'s' if len(scenes) != 1 else ''} ({described})", ""]
     if group in NOTES and any(r.settings.get("prior") == "bundled" for r in rows):
         lines += [NOTES[group], ""]
-    columns = ("views", "method", "PSNR", "SSIM", "LPIPS", "PSNR - baseline", "LPIPS - baseline", "fit s", "peak MiB",
-               "scenes")  # fmt: skip
+    masked = any(r.psnr_masked is not None for r in rows)
+    columns = ("views", "method", "PSNR", "SSIM", "LPIPS", "PSNR - baseline", "LPIPS - baseline",
+               *(("masked PSNR", "masked LPIPS") if masked else ()), "fit s", "peak MiB", "scenes")  # fmt: skip
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for views in sorted({r.views for r in rows}):
         for method in _method_order(rows):
@@ -218,18 +226,20 @@ def _group_table(group: str, results: list[RunResult], means: dict) -> list[str]
             lines.append(
                 f"| {views} | {method} | {_fmt(c['psnr'], 2)} | {_fmt(c['ssim'], 3)} | {_fmt(c['lpips'], 3)} | "
                 f"{_signed(paired[0], 2)} | {_signed(paired[1], 3)} | "
-                f"{c['fit_seconds']:.0f} | {c['peak_rss_mb']:.0f} | {c['count']} |"
+                + (f"{_fmt(c['psnr_masked'], 2)} | {_fmt(c['lpips_masked'], 3)} | " if masked else "")
+                + f"{c['fit_seconds']:.0f} | {c['peak_rss_mb']:.0f} | {c['count']} |"
             )
     return lines + [""]
 
 
 def _scene_table(results: list[RunResult]) -> list[str]:
-    lines = ["| group | scene | views | method | PSNR | SSIM | LPIPS | fit s | peak MiB | resolution | test views |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| group | scene | views | method | PSNR | SSIM | LPIPS | masked PSNR / SSIM / LPIPS | fit s | peak MiB "
+             "| resolution | test views |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
+        masked = "-" if r.psnr_masked is None else f"{_fmt(r.psnr_masked, 2)} / {_fmt(r.ssim_masked, 3)} / {_fmt(r.lpips_masked, 3)}"
         lines.append(
             f"| {r.group} | {r.scene} | {r.views} | {r.method} | {_fmt(r.psnr, 2)} | {_fmt(r.ssim, 3)} | "
-            f"{_fmt(r.lpips, 3)} | {r.fit_seconds:.0f} | {r.peak_rss_mb:.0f} | {r.resolution} | {r.test_views} |"
+            f"{_fmt(r.lpips, 3)} | {masked} | {r.fit_seconds:.0f} | {r.peak_rss_mb:.0f} | {r.resolution} | {r.test_views} |"
         )
     return lines + [""]
 

@@ -215,6 +215,7 @@ def fit_and_evaluate(run: Run, config: BenchmarkConfig, settings: dict) -> RunRe
         peak_rss_mb=round(train.peak_rss_mb, 1), peak_gpu_mb=_peak_gpu_mb(ns_config.parent),
         resolution=info.resolution, test_views=info.test_views, iterations=_iterations(ns_config), settings=settings,
         source=info.source, machine=describe_machine(),
+        **{f"{k}_masked": float(metrics[f"{k}_masked"]) for k in ("psnr", "ssim", "lpips") if f"{k}_masked" in metrics},
         concurrency=f"{config.jobs} jobs x {env.get('OMP_NUM_THREADS', 'default')} threads",
         finished=datetime.now().astimezone().isoformat(timespec="seconds"),
     )  # fmt: skip

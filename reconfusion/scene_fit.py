@@ -61,16 +61,6 @@ class SceneFit:
     appearance_embedding: bool
     """Per-image appearance embeddings."""
 
-    def describe(self) -> str:
-        """One line for the log."""
-        lo, hi = np.round(self.aabb[0], 2).tolist(), np.round(self.aabb[1], 2).tolist()
-        return (
-            f"scene kind {self.kind} ({self.reason}); near {self.near:.3g}, far {self.far:.3g}; scene box {lo}..{hi} "
-            f"{'with' if self.contraction else 'without'} contraction; {self.initial_sampler} initial sampler; "
-            f"background {self.background} (evaluated on {list(self.display_background)}); "
-            f"appearance embedding {'on' if self.appearance_embedding else 'off'}"
-        )
-
 
 def scene_fit(
     c2w: np.ndarray,

@@ -152,6 +152,8 @@ def test_blender_fixture(tmp_path, background, value):
     alpha = 128 / 255
     expected = np.array([204, 51, 102]) / 255 * alpha + value * (1 - alpha)
     np.testing.assert_allclose(scene.image(4)[3, 5], expected, atol=1 / 255)
+    assert scene.has_alpha and scene.background == (value,) * 3  # alpha kept, background declared
+    assert scene.rgba(4)[3, 5, 3] == pytest.approx(alpha)
     meta = json.loads((out / "transforms.json").read_text())
     assert meta[SUBSETS_KEY] == ["train"] * 3 + ["test"] * 2
 
@@ -213,6 +215,52 @@ def test_dtu_round_trip(tmp_path):
     assert len(scene) == 4 and scene.sizes.tolist() == [[40, 30]] * 4
     np.testing.assert_allclose(scene.intrinsics, expected_k, atol=1e-8)
     np.testing.assert_allclose(scene.c2w, expected_c2w, atol=1e-9)
+
+
+def test_dtu_masks_become_alpha(tmp_path):
+    src, _, _ = _dtu_src(tmp_path)
+    (src / "mask").mkdir()
+    for i in range(4):
+        mask = np.zeros((30, 40, 3), np.uint8)
+        mask[5 + i : 20, 10:30] = 255
+        write_image(src / "mask" / f"{i:03d}.png", mask)
+    scene = load_scene(import_scene("dtu", src, tmp_path / "out"))
+    assert scene.has_alpha and scene.background == (1.0, 1.0, 1.0)
+    alpha = scene.rgba(2)[..., 3]
+    assert alpha[7:20, 10:30].min() == 1.0 and alpha[:7].max() == 0.0 and alpha[:, :10].max() == 0.0
+    np.testing.assert_allclose(scene.rgba(2)[..., :3], read_image(src / "image" / "000002.png"))
+    (src / "mask" / "003.png").unlink()
+    with pytest.raises(InputError, match="3 masks for 4 images"):
+        import_scene("dtu", src, tmp_path / "out2")
+
+
+@pytest.mark.parametrize("scan", ["scan24", "scan37"])
+def test_shared_dtu_scans(shared_data, tmp_path, scan):
+    src = shared_data / "dtu" / scan
+    out = import_scene("dtu", src, tmp_path / scan)
+    write_splits(out, "dtu", [3, 6, 9])
+    scene = load_scene(out)
+    assert len(scene) == 49 and scene.sizes.tolist() == [[400, 300]] * 49 and scene.has_alpha
+    assert scene.split(3).train_ids == (25, 22, 28) and scene.split(9).train_ids == (25, 22, 28, 40, 44, 48, 0, 8, 13)
+    excluded = set(range(3, 8)) | set(range(16, 22)) | set(range(36, 40))
+    assert set(scene.split(3).test_ids) == set(range(49)) - excluded - {25, 22, 28, 40, 44, 48, 0, 8, 13}
+    for index in (0, 25, 48):  # masks aligned with images: the source's whitened pixels lie outside the mask
+        rgba = scene.rgba(index)
+        white, inside = rgba[..., :3].min(-1) > 0.98, rgba[..., 3] > 0.5
+        assert (white & ~inside).sum() > 0.85 * white.sum() and (white & inside).sum() < 0.1 * inside.sum()
+        assert 0.02 < inside.mean() < 0.9
+
+
+def test_shared_juicebox_capture(shared_data, tmp_path):
+    out = import_scene("llff", shared_data / "captures" / "juicebox", tmp_path / "juicebox", downscale=4)
+    write_splits(out, "auto", [3, 6, 9])
+    scene = load_scene(out)
+    assert len(scene) == 64 and scene.sizes.tolist() == [[480, 270]] * 64 and not scene.has_alpha
+    assert scene.bounds is not None and scene.bounds.shape == (64, 2) and np.all(scene.bounds[:, 0] < scene.bounds[:, 1])
+    for views in (3, 6, 9):
+        split = scene.split(views)
+        assert len(split.train_ids) == views and not set(split.train_ids) & set(split.test_ids)
+        assert split.test_ids == tuple(range(0, 64, 8))  # every 8th image tests
 
 
 def test_decompose_projection_matches_opencv():
