@@ -24,7 +24,8 @@ from nerfstudio.data.scene_box import SceneBox  # noqa: E402
 
 from nerfstudio_plugin import methods  # noqa: E402
 from nerfstudio_plugin.dataparser import ReconFusionDataParserConfig  # noqa: E402
-from nerfstudio_plugin.model import ReconFusionModel, resolve_prior  # noqa: E402
+from nerfstudio_plugin.model import ReconFusionModel, resolve_prior, resolve_scene_settings  # noqa: E402
+from nerfstudio_plugin.trainer import decaying_over  # noqa: E402
 from nerfstudio_plugin.pipeline import observed_views  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -91,6 +92,45 @@ def test_dataparser_uses_the_split_and_normalises_the_cameras(scene):
     assert centres.abs().max().item() == pytest.approx(1.0, abs=1e-5)  # normalised: centres in [-1, 1]^3
     with pytest.raises(InputError, match="train_test_split_4.json"):
         ReconFusionDataParserConfig(data=scene, num_views=4).setup().get_dataparser_outputs("train")
+
+
+def test_object_scene_settings_reach_the_model(scene):
+    parser = ReconFusionDataParserConfig(data=scene).setup()
+    outputs = parser.get_dataparser_outputs("train")
+    fit = outputs.metadata["reconfusion_fit"]
+    assert fit.kind == "object"  # procedural object-360 scenes carry alpha
+    assert torch.allclose(outputs.scene_box.aabb, torch.tensor(fit.aabb, dtype=torch.float32))
+    assert outputs.scene_box.aabb.abs().max() < 1.0  # the object's box, not the unit cube around the cameras
+    config = resolve_scene_settings(methods.cpu_config("test", None).pipeline.model, fit)
+    assert (config.scene_kind, config.disable_scene_contraction, config.proposal_initial_sampler) == ("object", True, "uniform")
+    assert (config.near_plane, config.far_plane, config.background_color) == (fit.near, fit.far, "random")
+    assert config.use_appearance_embedding is False and config.reconstruction_loss == "charbonnier"
+    chosen = replace(methods.cpu_config("test", None).pipeline.model, near_plane=0.2, background_color="white")
+    overridden = resolve_scene_settings(chosen, fit)  # what the command line sets wins
+    assert (overridden.near_plane, overridden.background_color, overridden.far_plane) == (0.2, "white", fit.far)
+
+
+def test_learning_rates_decay_over_the_run():
+    optimizers = decaying_over(methods.cpu_config("test", None).optimizers, 600)
+    assert optimizers["fields"]["scheduler"].max_steps == 600 and optimizers["proposal_networks"]["scheduler"].max_steps == 600
+    assert optimizers["fields"]["optimizer"].lr == 1e-2
+
+
+def test_masked_metrics_and_display_background(prior_folder):
+    model = _cpu_model(prior_folder)
+    model.config = replace(model.config, background_color="random", display_background=(1.0, 1.0, 1.0))
+    model.eval()
+    image = torch.zeros(64, 64, 4)
+    image[16:48, 16:48] = torch.tensor([0.2, 0.4, 0.6, 1.0])  # an opaque square on transparent pixels
+    pred = image[..., :3] * image[..., 3:] + (1.0 - image[..., 3:])  # the same square rendered on white
+    ones = torch.ones(64, 64, 1)
+    outputs = {"rgb": pred, "accumulation": image[..., 3:], "depth": ones, "prop_depth_0": ones, "prop_depth_1": ones}
+    scores, _ = model.get_image_metrics_and_images(outputs, {"image": image})
+    assert scores["psnr"] > 60 and scores["psnr_masked"] > 60  # ground truth composed on the same white
+    outputs["rgb"] = pred.clone()
+    outputs["rgb"][0, 0] = 0.0  # an error outside the object counts unmasked only
+    scores, _ = model.get_image_metrics_and_images(outputs, {"image": image})
+    assert scores["psnr"] < 40 and scores["psnr_masked"] > 60
 
 
 def test_dataparser_without_split_files_trains_on_everything(scene, tmp_path, capsys):
@@ -174,6 +214,9 @@ def test_ns_train_then_ns_eval_and_ns_render(scene, prior_folder, tmp_path):
     )  # fmt: skip
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     assert "Sample loss: annealed-multistep" in train.stdout
+    assert "Fit settings: scene kind object (images carry alpha)" in train.stdout
+    written = (tmp_path / "runs" / scene.name / "reconfusion-cpu" / "e2e" / "config.yml").read_text()
+    assert "scene_kind: object" in written and "lr_decay_steps: 30" in written
     config = tmp_path / "runs" / scene.name / "reconfusion-cpu" / "e2e" / "config.yml"
     result = tmp_path / "eval.json"
     evaluate = subprocess.run(

@@ -1,0 +1,72 @@
+"""Baseline before and after the scene-aware settings (issue 11), side by side, on the same scenes.
+
+"Before" is read from the per-scene table of BENCHMARKS.md as an earlier commit wrote it (the report of
+``reconfusion benchmark`` on that commit's code); "after" from the ``results.json`` of a benchmark run
+on the current code with the same scenes, views, resolution and iterations. Both tables were written
+by the code that measured them; this script only lines them up.
+
+    .venv/bin/python benchmarks/compare_settings.py --before ec14f2b --after outputs/benchmark/results.json \\
+        --scenes lego fern scene_900000 scene_900001 --output benchmarks/results/settings_comparison.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+METRICS = ("psnr", "ssim", "lpips")
+
+
+def rows_before(commit: str, method: str) -> dict[tuple[str, int], dict]:
+    """(scene, views) -> metrics, from the per-scene table of BENCHMARKS.md at ``commit``."""
+    text = subprocess.run(["git", "show", f"{commit}:BENCHMARKS.md"], check=True, capture_output=True, text=True).stdout
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 7 and cells[3] == method and cells[2].isdigit():
+            rows[(cells[1], int(cells[2]))] = {"psnr": float(cells[4]), "ssim": float(cells[5]), "lpips": float(cells[6]),
+                                               "resolution": cells[-2], "test_views": cells[-1]}  # fmt: skip
+    return rows
+
+
+def rows_after(results: Path, method: str) -> dict[tuple[str, int], dict]:
+    return {(r["scene"], r["views"]): r for r in json.loads(results.read_text()) if r["method"] == method}
+
+
+def table(before: dict, after: dict, scenes: list[str]) -> list[str]:
+    lines = ["| scene | views | resolution | test views | PSNR before | PSNR after | SSIM before | SSIM after "
+             "| LPIPS before | LPIPS after |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for scene in scenes:
+        for views in sorted({v for s, v in before | after if s == scene}):
+            old, new = before.get((scene, views)), after.get((scene, views))
+            cells = [f"{old[k]:.{3 if k != 'psnr' else 2}f}" if old else "-" for k in METRICS]
+            fresh = [f"{new[k]:.{3 if k != 'psnr' else 2}f}" if new else "-" for k in METRICS]
+            where = new or old
+            lines.append(f"| {scene} | {views} | {where['resolution']} | {where['test_views']} | "
+                         + " | ".join(f"{a} | {b}" for a, b in zip(cells, fresh)) + " |")  # fmt: skip
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", required=True, help="commit whose BENCHMARKS.md holds the old rows")
+    parser.add_argument("--after", type=Path, required=True, help="results.json of the run on the current code")
+    parser.add_argument("--scenes", nargs="+", required=True)
+    parser.add_argument("--method", default="baseline")
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args()
+    before, after = rows_before(args.before, args.method), rows_after(args.after, args.method)
+    command = shlex.join(["python", "benchmarks/compare_settings.py", *sys.argv[1:]])
+    lines = [f"# The {args.method} before and after the scene-aware settings", "",
+             f"Before: BENCHMARKS.md at commit {args.before}. After: {args.after}. Written by:", "",
+             "```bash", command, "```", "", *table(before, after, args.scenes)]  # fmt: skip
+    args.output.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
