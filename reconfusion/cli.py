@@ -234,8 +234,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         command.run()
     except (InputError, FileNotFoundError) as err:
-        logger.error(str(err))
+        sys.stderr.write(f"reconfusion: error: {one_line(str(err))}\n")  # never wrapped: paths stay whole
         sys.exit(2)
+
+
+def one_line(message: str) -> str:
+    """A message on one line (newlines and runs of spaces collapsed), so it can be copied and grepped."""
+    return " ".join(message.split())
 
 
 def entrypoint() -> None:

@@ -128,10 +128,14 @@ def test_output_path_is_or_lies_under_a_file(tmp_path):
     assert (tmp_path / "afile").read_text() == "keep me"
 
 
-def test_cli_exits_with_the_message(tmp_path, caplog):
-    scene = _scene(tmp_path)
+def test_cli_exits_with_the_message(tmp_path, capsys):
+    deep = tmp_path.joinpath(*[f"a_rather_long_folder_name_{i}" for i in range(8)])
+    deep.mkdir(parents=True)
+    scene = _scene(deep)
     _edit(scene, lambda m: m["frames"].__setitem__(0, 5))
     with pytest.raises(SystemExit) as exit_info:
         main(["data", "splits", str(scene)])
     assert exit_info.value.code == 2
-    assert "'frames' must be a list of objects" in caplog.text
+    error = capsys.readouterr().err
+    assert "'frames' must be a list of objects" in error
+    assert error.startswith(f"reconfusion: error: {scene / 'transforms.json'}: ") and error.count("\n") == 1
