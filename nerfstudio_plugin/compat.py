@@ -9,13 +9,23 @@
   AlexNet weights: offline that is a URLError before training starts. :func:`without_stock_lpips`
   suppresses that construction; our model builds its perceptual metric lazily from
   :mod:`reconfusion.metrics` instead.
+- ``ns-render`` insists on an ``ffmpeg`` on PATH (even for ``--output-format images``) and writes videos
+  through mediapy, which runs ``ffmpeg``. Where the system has none, :func:`provide_ffmpeg` puts the
+  binary from the imageio-ffmpeg wheel (a dependency, so ``setup.sh`` installs it) on PATH under the
+  name ``ffmpeg``; it runs when this module is imported, i.e. before any ``ns-*`` command starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -60,3 +70,49 @@ def without_stock_lpips() -> Iterator[None]:
         yield
     finally:
         lpip_module.LearnedPerceptualImagePatchSimilarity = original
+
+
+def _link_ffmpeg(exe: str, folder: Path) -> Path:
+    """``folder/ffmpeg`` -> ``exe``, made atomically (a private name renamed into place), so concurrent
+    processes can race on it safely."""
+    link = folder / "ffmpeg"
+    if not os.path.exists(link):  # False for a dangling link too, which is then replaced
+        folder.mkdir(parents=True, exist_ok=True)
+        private = folder / f".ffmpeg.{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            private.unlink()
+        private.symlink_to(exe)
+        os.replace(private, link)
+    return link
+
+
+def provide_ffmpeg() -> Optional[str]:
+    """Make ``ffmpeg`` on PATH resolve, using imageio-ffmpeg's binary where the system has no ffmpeg.
+
+    Its file is not named ``ffmpeg``, so a symlink of that name goes in a folder (in the user's cache,
+    else the temp dir) that is prepended to ``PATH``; subprocesses inherit it. The folder is keyed by
+    the binary's path, so several environments never share one link. A system ffmpeg wins; without
+    imageio-ffmpeg, or where no folder is writable, PATH is left alone. Returns what ``ffmpeg`` now is.
+    """
+    if (found := shutil.which("ffmpeg")) is not None:
+        return found
+    try:
+        import imageio_ffmpeg
+
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # not installed, or its binary is missing: ns-render will say ffmpeg is absent
+        return None
+    key = "ffmpeg-" + hashlib.sha256(os.path.realpath(exe).encode()).hexdigest()[:16]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    user = getattr(os, "getuid", lambda: "user")()
+    for root in (Path(cache) / "reconfusion", Path(tempfile.gettempdir()) / f"reconfusion-{user}"):
+        try:
+            folder = _link_ffmpeg(exe, root / key).parent
+        except OSError:
+            continue
+        os.environ["PATH"] = os.pathsep.join(filter(None, [str(folder), os.environ.get("PATH")]))
+        return shutil.which("ffmpeg")
+    return None
+
+
+provide_ffmpeg()

@@ -17,6 +17,11 @@ The three modes differ in one place, :meth:`SampleGuidance.loss`:
   elements) pushed into the rendering through the VAE encoder; t uniform in [t_min_final, t_max]
   clipped to [0.02, 0.98].
 
+The target of the multistep modes is, by default, the rendering plus the prior's change,
+``x + D(z_sampled) - D(E(x))`` (``target="residual"``): what the autoencoder cannot reproduce is never
+taught, a prior that changes nothing gives zero loss, and at t = 0 the target is the rendering itself.
+``target="sample"`` is the paper's decoded sample ``D(z_sampled)``, kept to measure against.
+
 Making it fast: targets are refreshed every ``refresh_every`` steps for ``views_per_refresh`` novel
 views at once and reused in between (``refresh_every = 1`` is the paper), and the rendering with
 gradients may be a random ``patch_size`` window of a cached view.
@@ -73,6 +78,9 @@ class SampleLossConfig:
     """Loss weight for one observed view; the weight used is lambda_sample / number of observed views."""
     num_steps: int = 10
     """DDIM steps from t to 0 for each target (multistep modes)."""
+    target: Literal["residual", "sample"] = "residual"
+    """Multistep modes: residual (the rendering plus the prior's change D(z_sampled) - D(E(rendering)), free
+    of the autoencoder's error) or sample (the paper's decoded sample D(z_sampled))."""
     guidance_scale: float = 3.0
     """Classifier-free guidance scale of the prior."""
     t_max: float = 1.0
@@ -264,9 +272,17 @@ class SampleGuidance:
             num_steps=self.config.num_steps,
             guidance_scale=self.config.guidance_scale,
             generator=self.generator,
-        )
+        ).float()
+        if self.config.target == "residual":
+            targets = self._residual_targets(renderings, targets, views.t)
         self.last_t = float(views.t.mean())
-        return NovelViews(views.c2w, views.intrinsics, views.conditioning, views.t, targets.float().detach(), step)
+        return NovelViews(views.c2w, views.intrinsics, views.conditioning, views.t, targets.detach(), step)
+
+    def _residual_targets(self, renderings: Tensor, samples: Tensor, t: Tensor) -> Tensor:
+        """``rendering + sample - D(E(rendering))``; the change is zero where t = 0 (nothing was sampled)."""
+        round_trip = self.prior.decode_latents(self.prior.encode_images(renderings.clamp(0, 1))).float()
+        change = torch.where((t > 0).view(-1, 1, 1, 1), samples - round_trip, torch.zeros_like(samples))
+        return (renderings + change).clamp(0, 1)
 
     def _render_cached(self, index: int, render: RenderFn) -> tuple[Tensor, Tensor]:
         """Rendering (with gradients) and target of cached view ``index``, or of a random window of it."""

@@ -134,3 +134,39 @@ def test_bad_settings_raise(prior):
         make_guidance(prior, patch_size=prior.resolution + 1)
     with pytest.raises(ValueError, match="LPIPS"):
         SampleGuidance(SampleLossConfig(), prior, observations(), total_steps=10, lpips=None)
+
+
+class IdentityPrior:
+    """A prior whose samples are the autoencoder round trip of its input: it changes nothing."""
+
+    def __init__(self, prior) -> None:
+        self.inner = prior
+        self.resolution, self.scheduler = prior.resolution, prior.scheduler
+
+    def encode_images(self, images):
+        return self.inner.encode_images(images)
+
+    def decode_latents(self, latents):
+        return self.inner.decode_latents(latents)
+
+    def sample(self, *args, init_images, **kwargs):
+        return self.decode_latents(self.encode_images(init_images))
+
+
+def test_residual_targets_are_free_of_the_autoencoder(prior):
+    scene = ToyScene()
+    lazy = make_guidance(IdentityPrior(prior), t_min_final=0.5)
+    views = lazy.refresh(0, scene)
+    rendering = scene(views.c2w, views.intrinsics, prior.resolution, prior.resolution, views.conditioning[:, 0])
+    torch.testing.assert_close(views.targets, rendering.clamp(0, 1).detach(), atol=1e-5, rtol=0)  # nothing changed
+    assert lazy.loss(0, scene)["sample_loss"].item() == pytest.approx(0.0, abs=1e-4)
+    paper = make_guidance(IdentityPrior(prior), t_min_final=0.5, target="sample")
+    assert (paper.refresh(0, scene).targets - rendering).abs().mean() > 0.01  # the paper's target: the round trip
+
+
+def test_residual_target_is_the_rendering_at_t_zero(prior):
+    scene = ToyScene()
+    guidance = make_guidance(prior, t_max=0.0, t_min_final=0.0)
+    views = guidance.refresh(0, scene)
+    rendering = scene(views.c2w, views.intrinsics, prior.resolution, prior.resolution, views.conditioning[:, 0])
+    torch.testing.assert_close(views.targets, rendering.clamp(0, 1).detach(), atol=1e-6, rtol=0)
