@@ -76,6 +76,9 @@ class SampleLossConfig:
     """annealed-multistep (the paper), multistep (t from the full range all along) or sds (score distillation)."""
     lambda_sample: float = 0.3
     """Loss weight for one observed view; the weight used is lambda_sample / number of observed views."""
+    weight_schedule: Literal["constant", "fade"] = "constant"
+    """constant (the paper) or fade: the weight falls with t_min, from full at the start to 0 when t_min
+    reaches t_min_final, so late steps - whose targets change little - leave the fit to the observed views."""
     num_steps: int = 10
     """DDIM steps from t to 0 for each target (multistep modes)."""
     target: Literal["residual", "sample"] = "residual"
@@ -248,8 +251,11 @@ class SampleGuidance:
         cfg = self.config
         if step % cfg.loss_every != 0:
             return {}
+        weight = self.weight_at(step)
+        if weight <= 0:
+            return {}
         if cfg.mode == "sds":
-            return {"sds_loss": self.weight * self._score_distillation(step, render)}
+            return {"sds_loss": weight * self._score_distillation(step, render)}
         if self.cache is None or step - self.cache.step >= cfg.refresh_every or step < self.cache.step:
             self.cache = self.refresh(step, render)
         index = (step // cfg.loss_every) % len(self.cache.t)
@@ -257,7 +263,14 @@ class SampleGuidance:
         terms = cfg.l1_weight * (rendering - target).abs().mean()
         if cfg.lpips_weight > 0:
             terms = terms + cfg.lpips_weight * self.lpips(rendering, target).mean()
-        return {"sample_loss": self.weight * terms}
+        return {"sample_loss": weight * terms}
+
+    def weight_at(self, step: int) -> float:
+        """The loss weight at ``step``: constant, or fading linearly with the annealed t_min."""
+        if self.config.weight_schedule == "constant":
+            return self.weight
+        horizon = max(self.config.anneal_steps or self.total_steps, 1)
+        return self.weight * max(0.0, 1.0 - step / horizon)
 
     @torch.no_grad()
     def refresh(self, step: int, render: RenderFn) -> NovelViews:

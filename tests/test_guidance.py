@@ -170,3 +170,11 @@ def test_residual_target_is_the_rendering_at_t_zero(prior):
     views = guidance.refresh(0, scene)
     rendering = scene(views.c2w, views.intrinsics, prior.resolution, prior.resolution, views.conditioning[:, 0])
     torch.testing.assert_close(views.targets, rendering.clamp(0, 1).detach(), atol=1e-6, rtol=0)
+
+
+def test_fading_weight_reaches_zero_with_t_min(prior):
+    guidance = make_guidance(prior, weight_schedule="fade", patch_size=24)
+    assert guidance.weight_at(0) == pytest.approx(guidance.weight)
+    assert guidance.weight_at(50) == pytest.approx(guidance.weight / 2)
+    assert guidance.weight_at(100) == 0.0 and guidance.loss(100, ToyScene()) == {}
+    assert make_guidance(prior).weight_at(100) == pytest.approx(guidance.weight)  # the paper's constant weight

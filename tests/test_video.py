@@ -38,6 +38,14 @@ def test_provide_ffmpeg_links_the_wheel_binary_once(tmp_path, monkeypatch):
     assert os.environ["PATH"].count(os.pathsep) == 1
 
 
+def _without_wheel_ffmpeg(path: str) -> str:
+    """PATH less the folders whose ``ffmpeg`` is imageio-ffmpeg's binary (this process's provide_ffmpeg)."""
+    import imageio_ffmpeg
+
+    wheel = os.path.realpath(imageio_ffmpeg.get_ffmpeg_exe())
+    return os.pathsep.join(p for p in path.split(os.pathsep) if os.path.realpath(os.path.join(p, "ffmpeg")) != wheel)
+
+
 @pytest.mark.slow
 def test_ns_render_writes_an_mp4_with_every_frame(tmp_path):
     from data_tools.synthetic import generate_scenes
@@ -45,7 +53,7 @@ def test_ns_render_writes_an_mp4_with_every_frame(tmp_path):
     scene = generate_scenes(tmp_path / "scenes", num_scenes=1, num_views=12, resolution=32, layout="object-360", seed=5)[0]
     out = tmp_path / "runs"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if "reconfusion" not in p)
+    env["PATH"] = _without_wheel_ffmpeg(env["PATH"])  # so the ns-* commands must provide it themselves
     train = subprocess.run(
         [str(BIN / "ns-train"), "reconfusion-baseline-cpu", "--data", str(scene), "--output-dir", str(out),
          "--max-num-iterations", "20", "--timestamp", "t", "--vis", "tensorboard",
