@@ -13,10 +13,13 @@ modes of issue 7 are the ``reconfusion`` method with a mode flag.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shlex
 import shutil
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -303,7 +306,13 @@ def _run_all(config: BenchmarkConfig, fit: Optional[FitFn]) -> list[RunResult]:
         for scene in dict.fromkeys(runs[i].scene for i in pending):  # scene copies made once, before any fit
             benchmark_runner.prepare_scene(scene, config)
 
+    progress = SweepProgress(len(pending))
+
     def attempt(index: int) -> Optional[RunResult]:
+        with progress.counting():
+            return fit_one(index)
+
+    def fit_one(index: int) -> Optional[RunResult]:
         run = runs[index]
         logger.info("%s %d views %s: fitting", run.name, run.views, run.method)
         try:
@@ -317,7 +326,7 @@ def _run_all(config: BenchmarkConfig, fit: Optional[FitFn]) -> list[RunResult]:
                     result.fit_seconds, result.peak_rss_mb)  # fmt: skip
         return result
 
-    with ThreadPoolExecutor(max_workers=max(config.jobs, 1)) as pool:  # each job waits on its own subprocess
+    with progress, ThreadPoolExecutor(max_workers=max(config.jobs, 1)) as pool:  # each job waits on its subprocess
         for index, result in zip(pending, pool.map(attempt, pending)):
             results[index] = result
     failed = [runs[i] for i in pending if results[i] is None]
@@ -327,6 +336,45 @@ def _run_all(config: BenchmarkConfig, fit: Optional[FitFn]) -> list[RunResult]:
             "the others are saved - run the same command again to retry the failed ones"
         )
     return [r for r in results if r is not None]
+
+
+class SweepProgress:
+    """Runs done / total with elapsed time and ETA: a rich bar on the terminal and a line in the log per run."""
+
+    def __init__(self, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+        self.total, self.done, self.start = total, 0, time.monotonic()
+        self.lock = threading.Lock()
+        self.bar = Progress("benchmark", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), "ETA",
+                            TimeRemainingColumn())  # fmt: skip
+        self.task = self.bar.add_task("runs", total=total)
+
+    def __enter__(self) -> "SweepProgress":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+    @contextlib.contextmanager
+    def counting(self):
+        """Count the run done (finished or failed) when the block ends, and log the progress."""
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.done += 1
+                elapsed = time.monotonic() - self.start
+                remaining = elapsed / self.done * (self.total - self.done)
+                self.bar.advance(self.task)
+            logger.info("progress: %d/%d runs done, %s elapsed, ETA %s", self.done, self.total,
+                        _clock(elapsed), _clock(remaining))  # fmt: skip
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 def merge_results(config: BenchmarkConfig) -> list[RunResult]:
