@@ -85,7 +85,7 @@ class MultiviewDataset(torch.utils.data.Dataset):
         observed, target = _choose_views(scene, self.num_observed, self.neighbourhood, rng)
         images, intrinsics = zip(
             *(
-                _crop_and_resize(read_image(scene.image_paths[v]), scene.intrinsics[v], self.resolution, rng, self.crop_scale)
+                _crop_and_resize(read_image(scene.image_paths[v], scene.background), scene.intrinsics[v], self.resolution, rng, self.crop_scale)
                 for v in [*observed, target]
             )
         )

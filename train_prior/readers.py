@@ -48,6 +48,8 @@ class MultiviewScene:
     """(N, 4, 4) OpenGL camera-to-world."""
     intrinsics: np.ndarray
     """(N, 4) fx, fy, cx, cy in pixels of the image file."""
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Colour images with alpha are composed on (a scene folder's declared background)."""
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -89,7 +91,7 @@ def read_scene_folders(root: Path, min_views: int = 4) -> list[MultiviewScene]:
             skipped["broken scene"] += 1
             continue
         name = str(transforms.parent.relative_to(root)) if transforms.parent != root else root.name
-        scenes.append(MultiviewScene(name, scene.image_paths, scene.c2w, scene.intrinsics))
+        scenes.append(MultiviewScene(name, scene.image_paths, scene.c2w, scene.intrinsics, scene.display_background))
     return _keep_scenes(scenes, skipped, min_views, str(root))
 
 
