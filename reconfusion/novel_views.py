@@ -70,13 +70,6 @@ def look_at(position: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndar
     return c2w
 
 
-def project_to_rotation(matrix: np.ndarray) -> np.ndarray:
-    """The rotation closest (Frobenius) to a 3x3 matrix."""
-    u, _, vt = np.linalg.svd(matrix)
-    sign = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
-    return u @ sign @ vt
-
-
 def random_rotation(rng: np.random.Generator, max_degrees: float) -> np.ndarray:
     """A rotation about a uniformly random axis by an angle uniform in [-max_degrees, max_degrees]."""
     axis = rng.normal(size=3)
@@ -100,12 +93,13 @@ def sample_forward_facing(
     rotation_jitter_degrees: float = 3.0,
     focus: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(num, 4, 4) interpolated and perturbed input poses.
+    """(num, 4, 4) perturbed input poses (the paper's novel views for forward-facing captures).
 
-    Each camera blends the inputs with random convex weights (centres and rotations), then moves by a
-    Gaussian offset of ``position_jitter`` times the camera spread (truncated at two standard
-    deviations per axis) and turns by at most ``rotation_jitter_degrees``. So every centre lies within
-    ``2 * sqrt(3) * position_jitter * spread`` of the inputs' convex hull.
+    Each camera is one input pose, chosen uniformly, moved by a Gaussian offset of ``position_jitter``
+    times the camera spread (truncated at two standard deviations per axis) and turned by at most
+    ``rotation_jitter_degrees``. Single poses rather than blends of all of them, so that the views reach
+    the edges of the rig and a little beyond - where test views sit - instead of clustering in its
+    middle. Every centre lies within ``2 * sqrt(3) * position_jitter * spread`` of an input.
     """
     c2w = np.asarray(c2w, np.float64)
     focus = np.zeros(3) if focus is None else np.asarray(focus, np.float64)
@@ -114,11 +108,10 @@ def sample_forward_facing(
         spread = 0.1 * float(np.linalg.norm(c2w[0, :3, 3] - focus))
     out = np.tile(np.eye(4), (num, 1, 1))
     for i in range(num):
-        weights = rng.dirichlet(np.ones(len(c2w)))
+        source = c2w[rng.integers(len(c2w))]
         offset = np.clip(rng.normal(size=3), -2.0, 2.0) * position_jitter * spread
-        rotation = project_to_rotation(np.einsum("n,nij->ij", weights, c2w[:, :3, :3]))
-        out[i, :3, :3] = random_rotation(rng, rotation_jitter_degrees) @ rotation
-        out[i, :3, 3] = weights @ c2w[:, :3, 3] + offset
+        out[i, :3, :3] = random_rotation(rng, rotation_jitter_degrees) @ source[:3, :3]
+        out[i, :3, 3] = source[:3, 3] + offset
     return out
 
 

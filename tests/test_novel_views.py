@@ -61,6 +61,9 @@ def test_forward_facing_samples_stay_near_the_inputs():
     novel_angle = np.degrees(np.arccos(np.clip(nv.forward_axes(novel) @ mean, -1, 1))).max()
     assert novel_angle <= input_angle + max_turn + 1e-6
     assert novel.std(0)[:3, 3].min() > 0  # they do move
+    rig_centre = inputs[:, :3, 3].mean(0)
+    reach = np.linalg.norm(centres - rig_centre, axis=-1)
+    assert np.percentile(reach, 75) >= 0.8 * np.linalg.norm(inputs[:, :3, 3] - rig_centre, axis=-1).mean()  # to the edges
 
 
 def test_orbit_samples_stay_on_the_fitted_ellipse():
