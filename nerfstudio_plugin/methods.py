@@ -10,7 +10,8 @@ Each baseline is built by the same function as its method with ``prior=None``: t
 only in the method name and the prior (tests/test_plugin.py checks this).
 
 Importing this module registers the numpy types that nerfstudio checkpoints need with torch's
-weights-only loader (see :mod:`nerfstudio_plugin.compat`).
+weights-only loader (see :mod:`nerfstudio_plugin.compat`) and makes bad input found by the plugin a
+one-line error (:mod:`nerfstudio_plugin.errors`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from nerfstudio_plugin import errors
 from nerfstudio_plugin.compat import register_checkpoint_globals
 from nerfstudio_plugin.dataparser import ReconFusionDataParserConfig
 from nerfstudio_plugin.model import BUNDLED_PRIOR, ReconFusionModelConfig
@@ -33,6 +35,7 @@ from nerfstudio_plugin.trainer import ReconFusionTrainerConfig
 from reconfusion.guidance import SampleLossConfig
 
 register_checkpoint_globals()
+errors.install()
 
 CPU_SAMPLE_LOSS = SampleLossConfig(refresh_every=50, views_per_refresh=2, patch_size=24, loss_every=2)
 """CPU: targets refreshed every 50 steps for 2 views, a 24x24 window (the smallest LPIPS takes) rendered

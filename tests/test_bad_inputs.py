@@ -139,3 +139,17 @@ def test_cli_exits_with_the_message(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "'frames' must be a list of objects" in error
     assert error.startswith(f"reconfusion: error: {scene / 'transforms.json'}: ") and error.count("\n") == 1
+
+
+def test_plugin_errors_are_one_line_under_ns_commands(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("from nerfstudio_plugin import errors; errors.install(); from reconfusion.files import InputError; "
+            f"raise InputError('{tmp_path}/scene: scene folder not found;\\n create it')")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr == f"-c: error: {tmp_path}/scene: scene folder not found; create it\n"
+    other = subprocess.run([sys.executable, "-c", "from nerfstudio_plugin import errors; errors.install(); 1 / 0"],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert other.returncode == 1 and "Traceback" in other.stderr  # other errors keep their traceback

@@ -1,0 +1,35 @@
+"""One-line errors under ns-train / ns-eval / ns-render for bad input found by this plugin.
+
+nerfstudio calls our dataparser and model deep inside its own entry points, so an
+:class:`reconfusion.files.InputError` (a missing scene folder, a split that names missing images, a prior
+that does not load) would reach the user as a traceback. :func:`install` wraps ``sys.excepthook`` so that
+such an error prints ``ns-train: error: FILE: what is wrong; how to fix it`` on one line of stderr and
+exits with status 2, like the ``reconfusion`` command; any other exception keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from reconfusion.files import InputError
+
+
+def _one_line_input_errors(previous):
+    def hook(kind, error, traceback) -> None:
+        if not issubclass(kind, InputError):
+            return previous(kind, error, traceback)
+        sys.stdout.flush()
+        sys.stderr.write(f"{Path(sys.argv[0]).name}: error: {' '.join(str(error).split())}\n")
+        sys.stderr.flush()
+        os._exit(2)  # the interpreter would exit with 1 after a hook returns
+
+    hook.reconfusion = True  # type: ignore[attr-defined]
+    return hook
+
+
+def install() -> None:
+    """Install the hook once per process (nerfstudio may import the plugin several times)."""
+    if not getattr(sys.excepthook, "reconfusion", False):
+        sys.excepthook = _one_line_input_errors(sys.excepthook)
