@@ -45,8 +45,8 @@ def test_cli_lists_data_subcommands(capsys):
         assert name in out
 
 
-def test_cli_bad_input_exits_with_message(tmp_path, caplog):
+def test_cli_bad_input_exits_with_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["data", "splits", str(tmp_path / "missing")])
     assert exit_info.value.code == 2
-    assert "missing" in caplog.text
+    assert "missing" in capsys.readouterr().err

@@ -62,20 +62,27 @@ def test_ns_render_writes_an_mp4_with_every_frame(tmp_path):
     )  # fmt: skip
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     config = out / scene.name / "reconfusion-baseline-cpu" / "t" / "config.yml"
-    video, steps = tmp_path / "video.mp4", 2
-    render = subprocess.run(
-        [str(BIN / "ns-render"), "interpolate", "--load-config", str(config), "--output-path", str(video),
-         "--output-format", "video", "--pose-source", "train", "--interpolation-steps", str(steps),
-         "--frame-rate", "4"],
-        capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
-    assert render.returncode == 0, render.stdout[-3000:] + render.stderr[-3000:]
-    # interpolate renders `steps` poses for each pair of consecutive cameras (the 3 training views here)
-    train_views = len(json.loads((scene / "train_test_split_3.json").read_text())["train_ids"])
+    steps = 2
+    common = ["interpolate", "--load-config", str(config), "--pose-source", "train",
+              "--interpolation-steps", str(steps), "--frame-rate", "4"]  # fmt: skip
+    video, stills = tmp_path / "video.mp4", tmp_path / "stills"
+    for output, how in ((video, ["video"]), (stills, ["images", "--image-format", "png"])):
+        render = subprocess.run(
+            [str(BIN / "ns-render"), *common, "--output-path", str(output), "--output-format", *how],
+            capture_output=True, text=True, env=env, timeout=600,
+        )
+        assert render.returncode == 0, render.stdout[-3000:] + render.stderr[-3000:]
     import av
+    from PIL import Image
 
     with av.open(str(video)) as container:
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+        frames = [frame.to_ndarray(format="rgb24").astype(np.float32) for frame in container.decode(video=0)]
+    # interpolate renders `steps` poses for each pair of consecutive cameras (the 3 training views here)
+    train_views = len(json.loads((scene / "train_test_split_3.json").read_text())["train_ids"])
     assert len(frames) == (train_views - 1) * steps == 4
-    assert frames[0].shape == (32, 32, 3)
-    assert max(float(np.ptp(frame)) for frame in frames) > 10  # a picture, not one flat colour
+    # The frames are the pictures ns-render made (as PNGs), up to the codec's loss. A 20-step fit renders
+    # little more than its background colour, so this compares colours rather than looking for detail.
+    for frame, still in zip(frames, sorted(stills.glob("*.png")), strict=True):
+        picture = np.asarray(Image.open(still).convert("RGB"), dtype=np.float32)
+        assert frame.shape == picture.shape == (32, 32, 3)
+        assert np.abs(frame - picture).mean() < 4.0 and picture.mean() > 16.0
