@@ -64,8 +64,8 @@ def import_scene(
 ) -> Path:
     """Import the benchmark scene ``src`` (layout ``format``) into the scene folder ``out``.
 
-    ``downscale`` picks LLFF's ``images_{downscale}/`` folder; ``background`` is the colour Blender's
-    RGBA images are composited on. Returns ``out``.
+    ``downscale`` picks LLFF's ``images_{downscale}/`` folder; ``background`` is the colour declared for
+    Blender's RGBA images (kept with their alpha; ``Scene.image`` composes on it). Returns ``out``.
     """
     src, out = Path(src), Path(out)
     if format in ("nerfstudio", "reconfusion") and src.name == TRANSFORMS and src.is_file():

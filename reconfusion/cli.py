@@ -70,7 +70,7 @@ class DataImport:
     downscale: int = 8
     """llff: which images_N folder to read (8 gives the 504x378 benchmark images)."""
     background: Literal["white", "black"] = "white"
-    """blender: colour RGBA images are composited on."""
+    """blender: the background declared for the RGBA images (they are kept with their alpha)."""
     overwrite: bool = False
     """Replace an existing output folder."""
 
