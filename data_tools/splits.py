@@ -185,7 +185,7 @@ def write_splits(scene: Path, protocol: Protocol, views: Sequence[int], overwrit
         _check_existing(loaded, num_views, splits[num_views])
     written = []
     for num_views, split in splits.items():
-        written.append(write_split(loaded.root, num_views, split))
+        written.append(write_split(loaded.root, num_views, split, protocol))
         logger.info(
             "%s: %s protocol, %d views: train %s, %d test views", written[-1], protocol, num_views,
             list(split.train_ids), len(split.test_ids),

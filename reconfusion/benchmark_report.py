@@ -157,7 +157,7 @@ def data_commands(results: list[RunResult]) -> list[str]:
             if fmt in KEEPS_SPLITS:
                 continue
             views = " ".join(str(v) for v in source.get("split_views", []))
-            protocol = PROTOCOL_OF_FORMAT.get(fmt, "auto")
+            protocol = source.get("split_protocol") or PROTOCOL_OF_FORMAT.get(fmt, "auto")
             lines.append(f"reconfusion data splits {scene} --protocol {protocol} --views {views}")
     for (folder, views, resolution, layout), seeds in sorted(synthetic.items()):
         seeds = sorted(seeds)

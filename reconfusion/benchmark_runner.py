@@ -283,6 +283,9 @@ def describe_scene(original: Path, fitted: Path, views: int) -> SceneInfo:
     else:
         group, source = "scenes", {"kind": "folder", "scene": str(original)}
     source["split_views"] = sorted(given.splits)
+    if given.splits:
+        first = given.root / f"train_test_split_{min(given.splits)}.json"
+        source["split_protocol"] = read_json(first).get("protocol")
     sizes = {tuple(int(v) for v in size) for size in loaded.sizes}
     resolution = "x".join(map(str, next(iter(sizes)))) if len(sizes) == 1 else "mixed"
     return SceneInfo(group, resolution, len(loaded.split(views).test_ids), source)

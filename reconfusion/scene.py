@@ -298,10 +298,11 @@ def _read_splits(root: Path, num_images: int) -> dict[int, Split]:
     return splits
 
 
-def write_split(root: Path, num_views: int, split: Split) -> Path:
-    """Write ``train_test_split_{num_views}.json`` atomically."""
+def write_split(root: Path, num_views: int, split: Split, protocol: str | None = None) -> Path:
+    """Write ``train_test_split_{num_views}.json`` atomically (with the protocol that chose it, if given)."""
     path = Path(root) / f"train_test_split_{num_views}.json"
-    write_json(path, {"train_ids": list(split.train_ids), "test_ids": list(split.test_ids)})
+    payload = {"train_ids": list(split.train_ids), "test_ids": list(split.test_ids)}
+    write_json(path, payload if protocol is None else {**payload, "protocol": protocol})
     return path
 
 
