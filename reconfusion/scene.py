@@ -3,7 +3,8 @@
 On disk a scene is a folder with a nerfstudio ``transforms.json`` (OpenGL camera-to-world
 ``transform_matrix``, intrinsics at the top level or per frame, OpenCV distortion) and optional
 ``train_test_split_{N}.json`` files ``{"train_ids": [...], "test_ids": [...]}`` whose ids index the
-frames sorted by ``file_path`` - the format the ReconFusion authors released their splits in.
+frames sorted by ``file_path`` - the format the ReconFusion authors released their splits in
+(``reconfusion data splits`` adds ``"protocol"``, the rule that chose the ids; readers ignore it).
 
 Images may carry alpha (RGBA PNG: Blender renders, object masks of DTU and photogrammetry captures).
 Alpha is kept on disk; ``reconfusion_background`` (top-level ``[r, g, b]`` in [0, 1]) declares the

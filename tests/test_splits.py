@@ -46,7 +46,7 @@ def test_fern_import_then_llff_splits(shared_data, tmp_path):
     assert [p.name for p in paths] == [f"train_test_split_{n}.json" for n in (3, 6, 9)]
     for views, path in zip((3, 6, 9), paths):
         payload = json.loads(path.read_text())
-        assert payload == {"train_ids": list(FERN_TRAIN_IDS[views]), "test_ids": list(FERN_TEST_IDS)}
+        assert payload == {"train_ids": list(FERN_TRAIN_IDS[views]), "test_ids": list(FERN_TEST_IDS), "protocol": "llff"}
     assert load_scene(out).split(6).train_ids == FERN_TRAIN_IDS[6]
 
 
