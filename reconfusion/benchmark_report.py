@@ -56,6 +56,16 @@ KEEPS_SPLITS = ("reconfusion",)
 """Import formats that bring their own split files (no `reconfusion data splits` after them)."""
 
 
+PUBLISHED = {
+    "llff": ("LLFF, mean over its 8 scenes at 504x378 (RegNeRF protocol), Zip-NeRF-based",
+             {"Zip-NeRF": {3: 17.23, 6: 20.71, 9: 23.63}, "ReconFusion": {3: 21.34, 6: 24.25, 9: 25.21}}),
+    "dtu": ("DTU, mean over the 15 test scans of the pixelNeRF/RegNeRF protocol (not scan24/scan37)",
+            {"Zip-NeRF": {3: 9.18}, "ReconFusion": {3: 20.74, 6: 23.62, 9: 24.62}}),
+}  # fmt: skip
+"""PSNR the ReconFusion paper (Wu et al., CVPR 2024) reports, for orientation only: its scenes, resolution,
+model and prior, not ours."""
+
+
 def sort_results(results: list[RunResult]) -> list[RunResult]:
     order = {name: i for i, name in enumerate(METHODS)}
     rank = lambda r: (group_key(r.group), r.scene, r.views, order.get(r.method, len(order)), r.method)  # noqa: E731
@@ -229,6 +239,19 @@ def _group_table(group: str, results: list[RunResult], means: dict) -> list[str]
                 + (f"{_fmt(c['psnr_masked'], 2)} | {_fmt(c['lpips_masked'], 3)} | " if masked else "")
                 + f"{c['fit_seconds']:.0f} | {c['peak_rss_mb']:.0f} | {c['count']} |"
             )
+    return lines + [""] + _published(group)
+
+
+def _published(group: str) -> list[str]:
+    """The paper's PSNR for a group's dataset, labelled as such (none for other groups)."""
+    if group not in PUBLISHED:
+        return []
+    where, numbers = PUBLISHED[group]
+    views = sorted({v for per_view in numbers.values() for v in per_view})
+    lines = [f"Published PSNR, for orientation only - the paper's {where}, not our scenes, resolution or model:", "",
+             "| published (paper) | " + " | ".join(f"{v} views" for v in views) + " |", "|---|" + "---|" * len(views)]
+    for method, per_view in numbers.items():
+        lines.append(f"| {method} | " + " | ".join(f"{per_view[v]:.2f}" if v in per_view else "-" for v in views) + " |")
     return lines + [""]
 
 

@@ -192,6 +192,8 @@ def test_report_has_tables_plots_and_grids(tmp_path):
     grid = Image.open(tmp_path / "docs" / "grids" / "scene_a_3-views.png")
     assert grid.width > 3 * 128 and grid.height > 2 * 128  # 3 columns (truth, 2 methods), 2 rows, enlarged
     assert text.count("| scene_b | ") == 4  # every scene's rows
+    assert "Published PSNR, for orientation only" in text and "| ReconFusion | 21.34 | 24.25 | 25.21 |" in text  # llff
+    assert text.count("Published PSNR") == 1  # the procedural groups have no published numbers
 
 
 def test_differences_to_the_baseline_are_paired_by_scene(tmp_path):
