@@ -32,7 +32,7 @@ import numpy as np
 
 from reconfusion.cameras import colmap_to_opengl
 from reconfusion.files import IMAGE_SUFFIXES, InputError, read_image, read_json, write_json
-from reconfusion.scene import TRANSFORMS, write_scene
+from reconfusion.scene import BOUNDS_KEY, TRANSFORMS, write_scene
 
 logger = logging.getLogger("reconfusion")
 
@@ -212,7 +212,7 @@ def _write(recon, images: Path, names: list[str], out: Path, overwrite: bool, lo
     missing = [name for name in names if name not in by_name]
     if missing:
         logger.warning("COLMAP: %d photos did not register and are left out: %s", len(missing), ", ".join(missing))
-    c2w, intrinsics, distortion, sizes = [], [], [], []
+    c2w, intrinsics, distortion, sizes, bounds = [], [], [], [], []
     for name in posed:
         image = by_name[name]
         pose = image.cam_from_world()
@@ -221,10 +221,12 @@ def _write(recon, images: Path, names: list[str], out: Path, overwrite: bool, lo
         intrinsics.append(intr)
         distortion.append(dist)
         sizes.append([recon.cameras[image.camera_id].width, recon.cameras[image.camera_id].height])
+        bounds.append(_depth_bounds(recon, image))
     error = float(recon.compute_mean_reprojection_error())
+    extra = {BOUNDS_KEY: bounds} if all(b is not None for b in bounds) else None
     scene_dir = write_scene(
         out, [images / name for name in posed], np.array(c2w), np.array(intrinsics),
-        sizes=np.array(sizes), distortion=np.array(distortion), overwrite=overwrite,
+        sizes=np.array(sizes), distortion=np.array(distortion), extra=extra, overwrite=overwrite,
     )
     summary = {"source": str(images.resolve()), "registered": len(posed), "total": len(names),
                "mean_reprojection_error": error, "unregistered": missing}
@@ -233,6 +235,21 @@ def _write(recon, images: Path, names: list[str], out: Path, overwrite: bool, lo
     write_json(scene_dir / IMAGE_NAMES_FILE, {**summary, "frames": frame_names})
     final_log = _keep_log(log_path, scene_dir / LOG_FILE)
     return ColmapResult(scene_dir, len(posed), len(names), error, final_log)
+
+
+def _depth_bounds(recon, image) -> list[float] | None:
+    """[near, far] of the points an image sees (0.1 and 99.9 percentiles of their depth, as LLFF's
+    imgs2poses does), or None when it sees fewer than 10."""
+    ids = [p.point3D_id for p in image.points2D if p.has_point3D()]
+    if len(ids) < 10:
+        return None
+    pose = image.cam_from_world()
+    points = np.array([recon.points3D[i].xyz for i in ids])
+    depths = points @ pose.rotation.matrix()[2] + float(np.asarray(pose.translation)[2])
+    depths = depths[depths > 0]
+    if len(depths) < 10:
+        return None
+    return [float(np.percentile(depths, 0.1)), float(np.percentile(depths, 99.9))]
 
 
 def _keep_log(log_path: Path, destination: Path) -> Path:

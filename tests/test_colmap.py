@@ -151,3 +151,7 @@ def test_fern_poses_match_llff(tmp_path, capfd, caplog):
     # Focal length agrees with LLFF's (given at full resolution).
     llff_focal = hwf[0, 2] * scene.sizes[0, 0] / hwf[0, 1]
     np.testing.assert_allclose(scene.intrinsics[:, :2], llff_focal, rtol=0.08)  # OPENCV fits fx != fy
+    # Depth bounds like LLFF's: scaled into LLFF's units, they match poses_bounds.npy's near/far.
+    llff_bounds = np.load(FERN / "poses_bounds.npy")[llff_index, 15:]
+    assert scene.bounds is not None and scene.bounds.shape == (len(scene), 2)
+    np.testing.assert_allclose(scale * scene.bounds, llff_bounds, rtol=0.35)  # measured: 0.67-1.26
