@@ -199,17 +199,42 @@ def _method_order(results: list[RunResult]) -> list[str]:
     return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
 
 
-def paired_difference(rows: list[RunResult], views: int, method: str, key: str) -> float | None:
-    """Mean over the scenes where both ``method`` and the baseline finished of (method - baseline)."""
+def paired_differences(rows: list[RunResult], views: int, method: str, key: str) -> list[float]:
+    """(method - baseline) per scene, over the scenes where both finished."""
     values = {
         m: {r.scene: getattr(r, key) for r in rows if (r.views, r.method) == (views, m)} for m in (method, "baseline")
     }
     common = sorted(values[method].keys() & values["baseline"].keys())
-    return float(np.mean([values[method][s] - values["baseline"][s] for s in common])) if common else None
+    return [values[method][s] - values["baseline"][s] for s in common]
+
+
+def paired_difference(rows: list[RunResult], views: int, method: str, key: str) -> float | None:
+    """Mean over the scenes where both ``method`` and the baseline finished of (method - baseline)."""
+    differences = paired_differences(rows, views, method, key)
+    return float(np.mean(differences)) if differences else None
+
+
+def bootstrap_interval(values: list[float], level: float = 0.95, draws: int = 2000) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean (seeded, so reports are reproducible); None below 2 values."""
+    if len(values) < 2:
+        return None
+    rng = np.random.default_rng(0)
+    means = np.asarray(values)[rng.integers(0, len(values), size=(draws, len(values)))].mean(axis=1)
+    tail = (1.0 - level) / 2.0 * 100.0
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100.0 - tail))
 
 
 def _signed(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:+.{digits}f}"
+
+
+def _difference_cell(differences: list[float], digits: int) -> str:
+    """Mean paired difference, with its 95% bootstrap interval over scenes where there are several."""
+    if not differences:
+        return "-"
+    interval = bootstrap_interval(differences)
+    mean = _signed(float(np.mean(differences)), digits)
+    return mean if interval is None else f"{mean} [{interval[0]:+.{digits}f}, {interval[1]:+.{digits}f}]"
 
 
 def _group_table(group: str, results: list[RunResult], means: dict) -> list[str]:
@@ -230,12 +255,12 @@ def _group_table(group: str, results: list[RunResult], means: dict) -> list[str]
             c = means.get((group, views, method))
             if c is None:
                 continue
-            paired = [None, None]
+            paired = ["-", "-"]
             if method != "baseline":
-                paired = [paired_difference(rows, views, method, k) for k in ("psnr", "lpips")]
+                paired = [_difference_cell(paired_differences(rows, views, method, k), d) for k, d in (("psnr", 2), ("lpips", 3))]
             lines.append(
                 f"| {views} | {method} | {_fmt(c['psnr'], 2)} | {_fmt(c['ssim'], 3)} | {_fmt(c['lpips'], 3)} | "
-                f"{_signed(paired[0], 2)} | {_signed(paired[1], 3)} | "
+                f"{paired[0]} | {paired[1]} | "
                 + (f"{_fmt(c['psnr_masked'], 2)} | {_fmt(c['lpips_masked'], 3)} | " if masked else "")
                 + f"{c['fit_seconds']:.0f} | {c['peak_rss_mb']:.0f} | {c['count']} |"
             )
@@ -329,7 +354,8 @@ def markdown_report(
     lines = _header(results, title, commands)
     lines += ["## Means per view count", "", "Means over each group's scenes (the test views of every scene's "
               "split). The differences to the baseline are means of the per-scene differences, over the scenes "
-              "where both have finished.", ""]  # fmt: skip
+              "where both have finished, with a 95% percentile-bootstrap interval over those scenes where there "
+              "are two or more.", ""]  # fmt: skip
     for group in sorted({r.group for r in main}, key=group_key):
         lines += _group_table(group, main, means)
     lines += [f"![{p.stem}]({_link(p, base)})" for p in plots] + [""]

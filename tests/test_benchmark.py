@@ -182,7 +182,7 @@ def test_report_has_tables_plots_and_grids(tmp_path):
     assert "### procedural object-360: 2 scenes" in text and "### llff: 1 scene" in text
     psnr = {(r["scene"], r["views"], r["method"]): float(r["psnr"]) for r in rows}
     mean3 = np.mean([psnr[(s, "3", "reconfusion")] - psnr[(s, "3", "baseline")] for s in ("scene_a", "scene_b")])
-    assert f"| 3 | reconfusion | " in text and f"| {mean3:+.2f} | -0.100 |" in text  # differences of the means
+    assert f"| 3 | reconfusion | " in text and f"| {mean3:+.2f} [" in text  # differences of the means, with intervals
     assert "reconfusion data synthetic data --scenes 3 --views 24 --resolution 64 --layout object-360 --seed 900000" in text
     assert "reconfusion benchmark --scenes data/scene_a data/scene_b data/scene_c --views 3 6" in text
     assert "stlpips-alex-shift-tolerant" in text and "not comparable" in text
@@ -205,6 +205,16 @@ def test_differences_to_the_baseline_are_paired_by_scene(tmp_path):
     partial = rows[:3]  # scene_b's reconfusion has not finished: only scene_a is compared
     assert paired_difference(partial, 3, "reconfusion", "psnr") == pytest.approx(a_ours.psnr - a_base.psnr)
     assert paired_difference(rows, 6, "reconfusion", "psnr") is None
+
+
+def test_bootstrap_interval_brackets_the_mean():
+    from reconfusion.benchmark_report import bootstrap_interval
+
+    values = [1.0, 2.0, 3.0, 4.0, 10.0]
+    low, high = bootstrap_interval(values)
+    assert low < np.mean(values) < high and min(values) <= low and high <= max(values)
+    assert bootstrap_interval([1.0]) is None and bootstrap_interval([2.0, 2.0]) == (2.0, 2.0)
+    assert bootstrap_interval(values) == (low, high)  # seeded: the report is reproducible
 
 
 def test_ablation_compares_the_modes_on_the_same_scenes(tmp_path):

@@ -154,3 +154,189 @@ def test_step_sampler_gives_disjoint_blocks_per_rank_and_resumes():
     rank0, rank1 = take(StepSampler(2, 0, 2), 6), take(StepSampler(2, 1, 2), 6)
     assert not set(rank0) & set(rank1)
     assert take(StepSampler(2, 0, 2, start_step=1), 4) == rank0[2:]
+
+
+# ------------------------------------------------------------------ LLFF (with masks) and Strecha readers
+
+from PIL import Image  # noqa: E402
+
+from train_prior.datasets import _read_view  # noqa: E402
+from train_prior.readers import read_llff, read_strecha  # noqa: E402
+
+_OPENCV_TO_OPENGL_AXES = np.diag([1.0, -1.0, -1.0])
+
+
+def _opencv_c2w(k: int) -> np.ndarray:
+    """(3, 4) OpenCV camera-to-world of the k-th fixture camera, looking at POINT from near the origin."""
+    w2c = np.eye(4)
+    w2c[:3, :3], w2c[:3, 3] = _rotation(0.05 * k), [0.1 * k, -0.05 * k, 0.2]
+    return np.linalg.inv(w2c)[:3]
+
+
+def _write_llff(capture, n=4, hwf=(240.0, 320.0, 300.0), masks=True, size=(24, 32)):
+    """An LLFF capture: poses_bounds.npy built from OpenCV cameras, images_10/ (+ masks_10/), a decoy images/."""
+    rows = []
+    for k in range(n):
+        c2w = _opencv_c2w(k)
+        llff = np.stack([c2w[:, 1], c2w[:, 0], -c2w[:, 2], c2w[:, 3], hwf], axis=1)  # down, right, back, t, hwf
+        rows.append(np.concatenate([llff.ravel(), [1.0, 10.0]]))
+    capture.mkdir(parents=True)
+    np.save(capture / "poses_bounds.npy", np.array(rows))
+    _blank_images(capture / "images", [f"IMG_{k}.png" for k in range(n)], size=(size[0] * 2, size[1] * 2))
+    (capture / "images_10").mkdir()
+    for k in range(n):
+        write_image(capture / "images_10" / f"IMG_{k}.JPG", np.full((*size, 3), [0.8, 0.1, 0.1], np.float32))
+    if masks:
+        (capture / "masks_10").mkdir()
+        mask = np.zeros(size, np.uint8)
+        mask[:, : size[1] // 2] = 255
+        for k in range(n):
+            Image.fromarray(mask).save(capture / "masks_10" / f"IMG_{k}_mask.png")
+    return capture
+
+
+def test_llff_matches_opencv_projection_and_reads_masks(tmp_path):
+    _write_llff(tmp_path / "cap")
+    (scene,) = read_llff(tmp_path)
+    assert scene.name == "cap" and len(scene) == 4
+    assert [p.parent.name for p in scene.image_paths] == ["images_10"] * 4  # the most downsampled folder
+    assert [p.name for p in scene.mask_paths] == [f"IMG_{k}_mask.png" for k in range(4)]
+    np.testing.assert_allclose(scene.intrinsics, np.tile([30.0, 30.0, 16.0, 12.0], (4, 1)))  # focal 300 * 32 / 320
+    for k in range(4):
+        c2w = _opencv_c2w(k)
+        np.testing.assert_allclose(scene.c2w[k, :3], np.c_[c2w[:, :3] @ _OPENCV_TO_OPENGL_AXES, c2w[:, 3]], atol=1e-12)
+        w2c = np.linalg.inv(np.vstack([c2w, [0, 0, 0, 1]]))
+        np.testing.assert_allclose(_our_projection(scene, k), _opencv_pixel(w2c, 30, 30, 16, 12), atol=1e-9)
+
+
+def test_masks_compose_views_on_the_background(tmp_path):
+    (scene,) = read_llff(_write_llff(tmp_path / "cap").parent)
+    view = _read_view(scene, 0)
+    np.testing.assert_allclose(view[:, :16], np.broadcast_to([0.8, 0.1, 0.1], (24, 16, 3)), atol=0.02)
+    np.testing.assert_allclose(view[:, 16:], 1.0)  # masked out: the default white background
+    grey = np.full((24, 32), 128, np.uint8)
+    Image.fromarray(grey).save(scene.mask_paths[1])
+    alpha = 128 / 255  # a grey mask blends the view and the background
+    np.testing.assert_allclose(_read_view(scene, 1)[0, 0], alpha * np.array([0.8, 0.1, 0.1]) + (1 - alpha), atol=0.02)
+    example = MultiviewDataset([WeightedSource([scene])], resolution=16, crop_scale=(1.0, 1.0))[0]
+    target = example["target_image"].numpy()
+    assert target[:, :, 12:].min() > 0.95 and target[1, :, :4].max() < 0.2  # right half white, left half red
+
+
+def test_llff_skips_broken_captures_and_counts_them(tmp_path, caplog):
+    _write_llff(tmp_path / "good")
+    (_write_llff(tmp_path / "junk_poses") / "poses_bounds.npy").write_text("not an array")
+    (_write_llff(tmp_path / "no_poses") / "poses_bounds.npy").unlink()
+    (_write_llff(tmp_path / "mask_missing") / "masks_10" / "IMG_2_mask.png").unlink()
+    scenes = read_llff(tmp_path)
+    assert [s.name for s in scenes] == ["good"]
+    for reason in ["1 (unreadable poses_bounds.npy)", "1 (missing poses_bounds.npy)", "1 (masks do not match images)"]:
+        assert reason in caplog.text
+
+
+def _write_strecha_camera(path, k_matrix, rotation_c2w, centre, distortion=(0, 0, 0), size=(64, 48)):
+    rows = [*k_matrix.tolist(), list(distortion), *rotation_c2w.tolist(), list(centre)]
+    lines = [" ".join(f"{v:.17g}" for v in row) + " " for row in rows] + [f"{size[0]} {size[1]}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_strecha_matches_its_projection_and_rescales_k(tmp_path, caplog):
+    scene_dir = tmp_path / "fountain"
+    k_matrix = np.array([[60.0, 0.0, 32.2], [0.0, 62.0, 23.8], [0.0, 0.0, 1.0]])
+    (scene_dir / "cameras").mkdir(parents=True)
+    for k in range(3):
+        c2w = _opencv_c2w(k)
+        _write_strecha_camera(scene_dir / "cameras" / f"{k:04d}.jpg.camera", k_matrix, c2w[:, :3], c2w[:, 3],
+                              distortion=(0.01, 0, 0) if k == 2 else (0, 0, 0))
+    _blank_images(scene_dir / "images", [f"{k:04d}.jpg" for k in range(3)], size=(24, 32))  # half the declared 64x48
+    (scene,) = read_strecha(tmp_path, min_views=3)
+    assert scene.name == "fountain" and len(scene) == 3
+    np.testing.assert_allclose(scene.intrinsics, np.tile([30.0, 31.0, 16.1, 11.9], (3, 1)), atol=1e-12)
+    for k in range(3):
+        c2w = _opencv_c2w(k)
+        np.testing.assert_allclose(scene.c2w[k, :3], np.c_[c2w[:, :3] @ _OPENCV_TO_OPENGL_AXES, c2w[:, 3]], atol=1e-12)
+        x = k_matrix @ c2w[:, :3].T @ (POINT - c2w[:, 3])  # K R^T (X - C) in the declared 64x48 image
+        np.testing.assert_allclose(_our_projection(scene, k), 0.5 * x[:2] / x[2], atol=1e-9)
+    assert "ignoring the non-zero distortion or skew of 1 cameras" in caplog.text
+
+
+def test_strecha_skips_short_camera_files(tmp_path, caplog):
+    for name in ["good", "short"]:
+        (tmp_path / name / "cameras").mkdir(parents=True)
+        _blank_images(tmp_path / name / "images", [f"{k:04d}.jpg" for k in range(4)])
+        for k in range(4):
+            c2w = _opencv_c2w(k)
+            _write_strecha_camera(tmp_path / name / "cameras" / f"{k:04d}.jpg.camera", np.eye(3) * 30, c2w[:, :3], c2w[:, 3])
+    camera = tmp_path / "short" / "cameras" / "0001.jpg.camera"
+    camera.write_text("\n".join(camera.read_text().splitlines()[:6]) + "\n")
+    assert [s.name for s in read_strecha(tmp_path)] == ["good"]
+    assert "1 (unreadable .camera file)" in caplog.text
+
+
+@pytest.mark.parametrize("reader", [read_llff, read_strecha])
+def test_photo_readers_give_clear_errors(tmp_path, reader):
+    with pytest.raises(InputError, match="not found"):
+        reader(tmp_path / "missing")
+    with pytest.raises(InputError, match=str(tmp_path)):
+        reader(tmp_path)
+
+
+def _axes_meeting_point(c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least-squares point nearest all optical axes (OpenGL: -z), each axis' distance to it, its depth along it."""
+    centres, forward = c2w[:, :3, 3], -c2w[:, :3, 2]
+    projectors = np.eye(3) - forward[:, :, None] * forward[:, None, :]
+    point = np.linalg.solve(projectors.sum(0), (projectors @ centres[:, :, None]).sum(0)[:, 0])
+    return point, np.linalg.norm(projectors @ (point - centres)[:, :, None], axis=(1, 2)), ((point - centres) * forward).sum(-1)
+
+
+def _spacing(c2w: np.ndarray) -> float:
+    """Median distance from each camera centre to its nearest neighbour."""
+    centres = c2w[:, :3, 3]
+    distance = np.linalg.norm(centres[:, None] - centres[None], axis=-1) + np.diag(np.full(len(centres), np.inf))
+    return float(np.median(distance.min(1)))
+
+
+def test_shared_mary_rose_reads_with_masks_and_cameras_meet_on_the_object(shared_data):
+    (scene,) = read_llff(shared_data / "train" / "photos" / "maryRose")
+    assert len(scene) == 69 and len(scene.mask_paths) == 69
+    assert all(m.name == f"{i.stem}_mask.png" for i, m in zip(scene.image_paths, scene.mask_paths))
+    point, miss, depth = _axes_meeting_point(scene.c2w)
+    assert np.median(miss) < 0.5 * _spacing(scene.c2w) and depth.min() > 0
+    uv, _ = project(torch.tensor(point[None]), torch.tensor(scene.c2w), torch.tensor(scene.intrinsics))
+    for k in range(0, 69, 7):  # the axes' meeting point lies on the object in the masks
+        mask = np.asarray(Image.open(scene.mask_paths[k]))
+        assert mask[int(uv[k, 0, 1]), int(uv[k, 0, 0])] > 127
+
+
+def test_shared_strecha_reads_and_fountain_cameras_meet_in_front(shared_data):
+    scenes = read_strecha(shared_data / "train" / "photos" / "strecha")
+    assert len(scenes) == 6 and sum(len(s) for s in scenes) == 103
+    fountain = next(s for s in scenes if s.name == "fountain-P11")
+    assert len(fountain) == 11 and fountain.intrinsics[0, 0] == pytest.approx(689.87)
+    point, miss, depth = _axes_meeting_point(fountain.c2w)
+    assert miss.max() < 0.5 * _spacing(fountain.c2w) and depth.min() > 0
+
+
+def test_shared_strecha_cameras_agree_with_feature_matches(shared_data):
+    cv2 = pytest.importorskip("cv2")
+    scene = next(s for s in read_strecha(shared_data / "train" / "photos" / "strecha") if s.name == "fountain-P11")
+    sift, keypoints = cv2.SIFT_create(2000), []
+    for k in (4, 5):
+        found, descriptors = sift.detectAndCompute(cv2.imread(str(scene.image_paths[k]), cv2.IMREAD_GRAYSCALE), None)
+        keypoints.append((np.array([p.pt for p in found]) + 0.5, descriptors))  # OpenCV pixel centres are integers
+    pairs = [m for m, n in cv2.BFMatcher().knnMatch(keypoints[0][1], keypoints[1][1], k=2) if m.distance < 0.7 * n.distance]
+    uv = [keypoints[0][0][[m.queryIdx for m in pairs]], keypoints[1][0][[m.trainIdx for m in pairs]]]
+    # Triangulate each match from view 4's ray at the depth closest to view 5's ray, then reproject into view 5.
+    origins, directions = [], []
+    for k, pixels in zip((4, 5), uv):
+        fx, fy, cx, cy = scene.intrinsics[k]
+        rays = np.stack([(pixels[:, 0] - cx) / fx, -(pixels[:, 1] - cy) / fy, -np.ones(len(pixels))], -1)
+        origins.append(scene.c2w[k, :3, 3]), directions.append(rays @ scene.c2w[k, :3, :3].T)
+    w = origins[0] - origins[1]
+    a, b, c = (directions[0] ** 2).sum(-1), (directions[0] * directions[1]).sum(-1), (directions[1] ** 2).sum(-1)
+    d, e = (directions[0] * w).sum(-1), (directions[1] * w).sum(-1)
+    t = (b * e - c * d) / (a * c - b * b)
+    points = origins[0] + t[:, None] * directions[0]
+    reprojected, depth = project(torch.tensor(points), torch.tensor(scene.c2w[5]), torch.tensor(scene.intrinsics[5]))
+    error = np.linalg.norm(reprojected.numpy() - uv[1], axis=-1)
+    assert len(pairs) > 100 and np.median(error) < 1.0 and np.mean(t > 0) > 0.95

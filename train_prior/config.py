@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-DatasetFormat = Literal["scenes", "co3d", "realestate10k", "mvimgnet"]
+DatasetFormat = Literal["scenes", "co3d", "realestate10k", "mvimgnet", "llff", "strecha"]
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,8 @@ class DatasetConfig:
     path: Path
     """Dataset root folder."""
     format: DatasetFormat = "scenes"
-    """scenes: folders written by `reconfusion data` (any depth); or a CO3D v2 / RealEstate10K / MVImgNet root."""
+    """scenes: folders written by `reconfusion data` (any depth); or a CO3D v2 / RealEstate10K / MVImgNet root;
+    llff: LLFF captures (poses_bounds.npy + images_K/, optional masks_K/); strecha: scenes with cameras/*.camera."""
     weight: float = 1.0
     """Relative share of training examples drawn from this dataset."""
 

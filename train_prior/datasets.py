@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from reconfusion.cameras import normalize_for_prior
-from reconfusion.files import read_image
+from reconfusion.files import composite, read_image
 from train_prior.readers import MultiviewScene
 
 
@@ -41,6 +41,15 @@ def _crop_and_resize(image: np.ndarray, intrinsics: np.ndarray, resolution: int,
     scale = resolution / side
     fx, fy, cx, cy = intrinsics
     return resized, np.array([fx * scale, fy * scale, (cx - left) * scale, (cy - top) * scale])
+
+
+def _read_view(scene: MultiviewScene, view: int) -> np.ndarray:
+    """A view's RGB in [0, 1]; with a mask, composed on the scene's background with the mask's brightest channel as alpha."""
+    image = read_image(scene.image_paths[view], scene.background)
+    if scene.mask_paths is None:
+        return image
+    alpha = read_image(scene.mask_paths[view]).max(axis=-1, keepdims=True)
+    return composite(np.concatenate([image, alpha], axis=-1), scene.background)
 
 
 def _choose_views(scene: MultiviewScene, num_observed: int, neighbourhood: int, rng: np.random.Generator):
@@ -85,7 +94,7 @@ class MultiviewDataset(torch.utils.data.Dataset):
         observed, target = _choose_views(scene, self.num_observed, self.neighbourhood, rng)
         images, intrinsics = zip(
             *(
-                _crop_and_resize(read_image(scene.image_paths[v], scene.background), scene.intrinsics[v], self.resolution, rng, self.crop_scale)
+                _crop_and_resize(_read_view(scene, v), scene.intrinsics[v], self.resolution, rng, self.crop_scale)
                 for v in [*observed, target]
             )
         )

@@ -12,7 +12,14 @@ Layouts read:
 - RealEstate10K: ``ROOT/<split>/<sequence>.txt`` camera files (a URL line, then per frame
   ``timestamp fx fy cx cy 0 0`` with intrinsics normalised by width/height, then a row-major 3x4
   OpenCV world-to-camera matrix) and frames in ``ROOT/frames/<sequence>/<timestamp>.(png|jpg)``;
-- MVImgNet: ``ROOT/<category>/<object>/images/*`` with a COLMAP model in ``sparse/0`` (binary or text).
+- MVImgNet: ``ROOT/<category>/<object>/images/*`` with a COLMAP model in ``sparse/0`` (binary or text);
+- LLFF captures: every folder at or below ROOT holding ``poses_bounds.npy`` (N x 17: 3x5 ``[R | t | hwf]``
+  with hwf the full-resolution height, width, focal, + near, far) and image folders ``images_K/`` or
+  ``images/``; the most downsampled one (largest K, ``images`` counting as 1) is read, its images sorted by
+  name pairing with the rows. A ``masks_K/`` folder beside ``images_K/`` (``<image stem>[_mask].<ext>``)
+  holds object masks: the views are composed on the background with the mask as alpha;
+- Strecha: every folder at or below ROOT with ``images/<name>`` and ``cameras/<name>.camera`` (9 lines:
+  K, distortion, R camera-to-world with OpenCV axes, camera centre, width height; see ``_strecha_camera``).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reconfusion.cameras import colmap_to_opengl, opencv_to_opengl
+from reconfusion.cameras import check_poses, colmap_to_opengl, llff_to_opengl, opencv_to_opengl
 from reconfusion.files import IMAGE_SUFFIXES, InputError, image_size
 from reconfusion.scene import load_scene
 
@@ -50,6 +57,8 @@ class MultiviewScene:
     """(N, 4) fx, fy, cx, cy in pixels of the image file."""
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Colour images with alpha are composed on (a scene folder's declared background)."""
+    mask_paths: tuple[Path, ...] | None = None
+    """One mask per view (its brightest channel is the alpha the view is composed with), or None."""
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -208,9 +217,161 @@ def read_mvimgnet(root: Path, min_views: int = 4) -> list[MultiviewScene]:
     return _keep_scenes(scenes, skipped, min_views, str(root))
 
 
+class _SkipScene(InputError):
+    """A scene a reader skips; ``reason`` is what the skipped Counter counts."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def _read_each(folders: list[Path], read_one, skipped: Counter) -> list[MultiviewScene]:
+    """``read_one(folder)`` for each folder; one raising InputError is skipped with a warning and counted."""
+    scenes = []
+    for folder in folders:
+        try:
+            scenes.append(read_one(folder))
+        except InputError as err:
+            logger.warning("skipping %s", err)
+            skipped[getattr(err, "reason", "broken scene")] += 1
+    return scenes
+
+
+def _name(folder: Path, root: Path) -> str:
+    return str(folder.relative_to(root)) if folder != root else root.name
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def _rigid(c2w: np.ndarray, source: Path) -> np.ndarray:
+    try:
+        return check_poses(c2w, str(source))
+    except ValueError as err:
+        raise _SkipScene("degenerate cameras", str(err)) from err
+
+
+def _llff_factor(name: str) -> int | None:
+    """Downsampling factor of an LLFF image folder name (``images`` -> 1, ``images_8`` -> 8), else None."""
+    if name == "images":
+        return 1
+    factor = name.removeprefix("images_")
+    return int(factor) if name.startswith("images_") and factor.isdigit() else None
+
+
+def _llff_poses(path: Path) -> np.ndarray:
+    """(N, 3, 5) pose-hwf matrices of poses_bounds.npy (the checks of data_tools' LLFF importer)."""
+    if not path.is_file():
+        raise _SkipScene("missing poses_bounds.npy", f"{path}: missing; an LLFF capture needs it beside its images")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise _SkipScene("unreadable poses_bounds.npy", f"{path}: not a readable .npy array ({err})") from err
+    if array.dtype.kind not in "iuf" or array.ndim != 2 or array.shape[1] != 17:
+        raise _SkipScene("unreadable poses_bounds.npy", f"{path}: expected an (N, 17) numeric array, got {array.dtype} {array.shape}")
+    poses = array[:, :15].reshape(-1, 3, 5).astype(np.float64)
+    if not np.all(np.isfinite(poses)) or np.any(poses[:, :, 4] <= 0):
+        raise _SkipScene("unreadable poses_bounds.npy", f"{path}: non-finite poses or non-positive height, width, focal")
+    return poses
+
+
+def _llff_masks(images: list[Path], folder: Path) -> tuple[Path, ...]:
+    """Each image's mask in ``folder`` (``<stem>_mask.<ext>`` or ``<stem>.<ext>``), of the image's size."""
+    masks = [_find_frame(folder, f"{image.stem}_mask") or _find_frame(folder, image.stem) for image in images]
+    count = len(_list_images(folder))
+    if count != len(images) or None in masks:
+        missing = [image.name for image, mask in zip(images, masks) if mask is None]
+        raise _SkipScene("masks do not match images", f"{folder}: {count} masks for {len(images)} images (none for {missing[:5]})")
+    if any(image_size(mask) != image_size(image) for mask, image in zip(masks, images)):
+        raise _SkipScene("masks do not match images", f"{folder}: mask sizes differ from the images' sizes")
+    return tuple(masks)
+
+
+def _llff_capture(capture: Path, root: Path) -> MultiviewScene:
+    poses = _llff_poses(capture / "poses_bounds.npy")
+    folders = {_llff_factor(p.name): p for p in sorted(capture.glob("images*")) if p.is_dir()}
+    folders.pop(None, None)
+    if not folders:
+        raise _SkipScene("no image folder", f"{capture}: no images_K/ or images/ folder beside poses_bounds.npy")
+    folder = folders[max(folders)]
+    images = _list_images(folder)
+    if len(images) != len(poses):
+        raise _SkipScene("image and pose counts differ", f"{folder}: {len(images)} images but {len(poses)} rows in poses_bounds.npy")
+    masks_dir = capture / folder.name.replace("images", "masks", 1)
+    masks = _llff_masks(images, masks_dir) if masks_dir.is_dir() else None
+    sizes = np.array([image_size(p) for p in images], np.float64)  # (N, 2) width, height
+    fx = poses[:, 2, 4] * sizes[:, 0] / poses[:, 1, 4]  # hwf focal scaled to the image width, as the importer
+    intrinsics = np.stack([fx, fx, sizes[:, 0] / 2.0, sizes[:, 1] / 2.0], axis=-1)
+    c2w = _rigid(llff_to_opengl(poses[:, :, :4]), capture / "poses_bounds.npy")
+    return MultiviewScene(_name(capture, root), tuple(images), c2w, intrinsics, mask_paths=masks)
+
+
+def read_llff(root: Path, min_views: int = 4) -> list[MultiviewScene]:
+    """LLFF captures at or below ``root``: folders with ``poses_bounds.npy`` or an ``images[_K]/`` folder."""
+    root = _require_dir(root)
+    found = [p.parent for p in root.rglob("poses_bounds.npy")]
+    found += [p.parent for p in root.rglob("images*") if p.is_dir() and _llff_factor(p.name) is not None]
+    if not found:
+        raise InputError(f"{root}: no poses_bounds.npy or images_K/ folder; is this an LLFF capture folder?")
+    skipped = Counter()
+    scenes = _read_each(sorted(set(found)), lambda capture: _llff_capture(capture, root), skipped)
+    return _keep_scenes(scenes, skipped, min_views, str(root))
+
+
+def _strecha_camera(path: Path, image: Path) -> tuple[np.ndarray, np.ndarray, bool]:
+    """OpenGL c2w, intrinsics in ``image``'s pixels, and whether its distortion or skew (ignored) is non-zero.
+
+    A ``.camera`` file has 9 lines: K (3 rows), 3 distortion coefficients, R (3 rows), the camera centre C
+    in world coordinates, ``width height``. R is camera-to-world with OpenCV axes (its columns are the
+    camera's x right, y down, z forward), so a world point X projects as ``K R^T (X - C)``. Checked on the
+    shared Strecha scenes: SIFT matches lie ~0.1 px from the epipolar lines this gives, 10-150 px from
+    those of R world-to-camera or of line 8 as a translation. K is rescaled if the image has another size.
+    """
+    try:
+        rows = [[float(v) for v in line.split()] for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as err:
+        raise _SkipScene("unreadable .camera file", f"{path}: unreadable ({err})") from err
+    if [len(row) for row in rows[:9]] != [3] * 8 + [2] or min(rows[8]) <= 0:
+        raise _SkipScene("unreadable .camera file", f"{path}: expected 9 lines (K, distortion, R, centre, size) of 3 numbers (size: 2)")
+    k = np.array(rows[0:3])
+    c2w = np.eye(4)
+    c2w[:3, :3], c2w[:3, 3] = rows[4:7], rows[7]
+    width, height = image_size(image)
+    sx, sy = width / rows[8][0], height / rows[8][1]
+    intrinsics = np.array([k[0, 0] * sx, k[1, 1] * sy, k[0, 2] * sx, k[1, 2] * sy])
+    return opencv_to_opengl(c2w), intrinsics, bool(np.any(rows[3]) or k[0, 1])
+
+
+def _strecha_scene(folder: Path, root: Path) -> MultiviewScene:
+    cameras = sorted((folder / "cameras").glob("*.camera"))
+    images = [folder / "images" / camera.name.removesuffix(".camera") for camera in cameras]
+    missing = [image.name for image in images if not image.is_file()]
+    if missing:
+        raise _SkipScene("cameras without images", f"{folder / 'images'}: no image for cameras {missing[:5]}")
+    c2w, intrinsics, distorted = zip(*(_strecha_camera(camera, image) for camera, image in zip(cameras, images)))
+    if any(distorted):
+        logger.warning("%s: ignoring the non-zero distortion or skew of %d cameras (read as pinholes)", folder, sum(distorted))
+    c2w = _rigid(np.array(c2w), folder / "cameras")
+    return MultiviewScene(_name(folder, root), tuple(images), c2w, np.array(intrinsics))
+
+
+def read_strecha(root: Path, min_views: int = 4) -> list[MultiviewScene]:
+    """Strecha scenes at or below ``root``: folders with ``cameras/<image name>.camera`` and ``images/``."""
+    root = _require_dir(root)
+    folders = sorted({p.parent.parent for p in root.rglob("*.camera") if p.parent.name == "cameras"})
+    if not folders:
+        raise InputError(f"{root}: no <scene>/cameras/*.camera files; is this a Strecha folder?")
+    skipped = Counter()
+    scenes = _read_each(folders, lambda folder: _strecha_scene(folder, root), skipped)
+    return _keep_scenes(scenes, skipped, min_views, str(root))
+
+
 READERS = {
     "scenes": read_scene_folders,
     "co3d": read_co3d,
     "realestate10k": read_realestate10k,
     "mvimgnet": read_mvimgnet,
+    "llff": read_llff,
+    "strecha": read_strecha,
 }
