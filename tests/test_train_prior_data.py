@@ -2,6 +2,7 @@
 
 import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -340,3 +341,23 @@ def test_shared_strecha_cameras_agree_with_feature_matches(shared_data):
     reprojected, depth = project(torch.tensor(points), torch.tensor(scene.c2w[5]), torch.tensor(scene.intrinsics[5]))
     error = np.linalg.norm(reprojected.numpy() - uv[1], axis=-1)
     assert len(pairs) > 100 and np.median(error) < 1.0 and np.mean(t > 0) > 0.95
+
+
+def test_datasets_are_given_as_format_path_weight():
+    from train_prior.config import TrainConfig, parse_dataset
+
+    config = TrainConfig(datasets=("llff:/data/mary@2", "strecha:/data/strecha"), data=(Path("/data/scenes"),))
+    assert [(d.format, str(d.path), d.weight) for d in config.all_datasets()] == [
+        ("llff", "/data/mary", 2.0), ("strecha", "/data/strecha", 1.0), ("scenes", "/data/scenes", 1.0)]
+    for bad in ("nerf:/data", "llff:", "llff:/data@-1", "llff:/data@x"):
+        with pytest.raises(ValueError, match="FORMAT:PATH"):
+            parse_dataset(bad)
+
+
+def test_datasets_flag_parses_on_the_command_line():
+    import tyro
+
+    from train_prior.config import TrainConfig
+
+    config = tyro.cli(TrainConfig, args=["--datasets", "llff:/data/mary@2", "scenes:/data/s"])
+    assert config.datasets == ("llff:/data/mary@2", "scenes:/data/s")

@@ -47,7 +47,10 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
 
 
 def make_dataset(config: TrainConfig) -> MultiviewDataset:
-    datasets = config.all_datasets()
+    try:
+        datasets = config.all_datasets()
+    except ValueError as err:
+        raise SystemExit(f"train_prior: error: {err}") from None
     if not datasets:
         raise SystemExit("no training data: pass --data SCENES_DIR (or --datasets ...); see `python -m train_prior --help`")
     sources = [WeightedSource(READERS[d.format](d.path, min_views=config.num_observed + 1), d.weight) for d in datasets]

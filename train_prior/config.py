@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 DatasetFormat = Literal["scenes", "co3d", "realestate10k", "mvimgnet", "llff", "strecha"]
 
@@ -26,8 +26,10 @@ class DatasetConfig:
 class TrainConfig:
     """Train the prior (or, for the tiny preset, its autoencoder first) with Accelerate."""
 
-    datasets: tuple[DatasetConfig, ...] = ()
-    """Training datasets (mixed by weight). On the command line: --datasets.path and friends, or --data."""
+    datasets: tuple[str, ...] = ()
+    """Training datasets mixed by weight, each FORMAT:PATH or FORMAT:PATH@WEIGHT (weight 1 by default), e.g.
+    --datasets llff:data/train/photos/maryRose strecha:data/train/photos/strecha@0.5 scenes:renders.
+    Formats: scenes, co3d, realestate10k, mvimgnet, llff, strecha."""
     data: tuple[Path, ...] = ()
     """Shorthand: scene folders (format "scenes", weight 1), added to --datasets."""
     eval_data: tuple[Path, ...] = ()
@@ -80,7 +82,24 @@ class TrainConfig:
     """Force CPU (also implied when no GPU is present; needed for multi-process gloo runs on CPU)."""
 
     def all_datasets(self) -> tuple[DatasetConfig, ...]:
-        return self.datasets + tuple(DatasetConfig(path=p) for p in self.data)
+        return tuple(parse_dataset(spec) for spec in self.datasets) + tuple(DatasetConfig(path=p) for p in self.data)
+
+
+def parse_dataset(spec: str) -> DatasetConfig:
+    """``FORMAT:PATH[@WEIGHT]`` -> DatasetConfig; ValueError with the fix when it does not parse."""
+    formats = get_args(DatasetFormat)
+    fmt, _, rest = spec.partition(":")
+    path, at, weight = rest.rpartition("@") if "@" in rest else (rest, "", "1")
+    try:
+        value = float(weight)
+    except ValueError:
+        value = -1.0
+    if fmt not in formats or not path or not value > 0:
+        raise ValueError(
+            f"--datasets {spec!r}: expected FORMAT:PATH or FORMAT:PATH@WEIGHT with FORMAT one of {', '.join(formats)} "
+            "and a positive weight, e.g. llff:data/train/photos/maryRose@2"
+        )
+    return DatasetConfig(path=Path(path), format=fmt, weight=value)  # type: ignore[arg-type]
 
 
 PRESETS: dict[str, tuple[str, TrainConfig]] = {
