@@ -25,6 +25,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from reconfusion.conditioning import IMAGE_ENCODERS, ConvImageEncoder, OpenCLIPImageEncoder
 from reconfusion.files import InputError, atomic_directory, read_json, write_json
 from reconfusion.pixelnerf import DEFAULT_FAR, DEFAULT_NEAR, PixelNeRF
+from reconfusion.taef2 import TAEF2
 
 
 @dataclass(frozen=True)
@@ -154,9 +155,25 @@ def tiny_scheduler() -> DDPMScheduler:
     )
 
 
+SMALL_PRESET = TinyPreset(
+    resolution=128, latent_channels=32, unet_channels=(64, 128, 128), cross_attention_dim=128,
+    image_encoder_channels=(32, 64, 128, 128), prior=PriorConfig(preset="small"),
+)  # fmt: skip
+"""The ``small`` preset: 128x128 images on the bundled pretrained TAEF2 autoencoder (16x16x32 latents)."""
+
+
+def build_small_components(preset: TinyPreset = SMALL_PRESET) -> dict:
+    """The small prior: the tiny architecture at 128 px around the bundled TAEF2 (frozen, pretrained)."""
+    from reconfusion.assets import TAEF2_PATH
+
+    return build_tiny_components(preset, vae=load_component(TAEF2, Path(TAEF2_PATH), "vae"))
+
+
 def build_tiny_components(preset: TinyPreset = TinyPreset(), vae: AutoencoderKL | None = None) -> dict:
     """All components of the tiny prior at random (``vae``: a trained one to use instead)."""
     vae = vae or build_tiny_vae(preset)
+    if vae.config.latent_channels != preset.latent_channels:
+        raise ValueError(f"the autoencoder has {vae.config.latent_channels} latent channels, the preset {preset.latent_channels}")
     latent_size = preset.resolution // vae_downsampling(vae)
     return {
         "pixelnerf": PixelNeRF(
@@ -235,7 +252,7 @@ COMPONENT_CLASSES: dict[str, dict[str, type]] = {
     "pixelnerf": {"PixelNeRF": PixelNeRF},
     "image_encoder": dict(IMAGE_ENCODERS),
     "unet": {"UNet2DConditionModel": UNet2DConditionModel},
-    "vae": {"AutoencoderKL": AutoencoderKL},
+    "vae": {"AutoencoderKL": AutoencoderKL, "TAEF2": TAEF2},
     "scheduler": {"DDPMScheduler": DDPMScheduler},
 }
 """Which classes each registered component may be (no import by name)."""

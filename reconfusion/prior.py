@@ -37,11 +37,15 @@ from torch import Tensor, nn
 from reconfusion.cameras import scale_intrinsics
 from reconfusion.conditioning import PriorCondition, check_views, null_tokens, stack_views
 from reconfusion.pixelnerf import PixelNeRF
+from reconfusion.taef2 import TAEF2
+from reconfusion.files import read_json
 from reconfusion.presets import (
     COMPONENT_CLASSES,
+    SMALL_PRESET,
     PriorConfig,
     StableDiffusionPreset,
     TinyPreset,
+    build_small_components,
     build_tiny_components,
     check_components,
     load_component,
@@ -165,15 +169,18 @@ class ReconFusionPrior(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str = "tiny", **kwargs) -> ReconFusionPrior:
-        """``"tiny"`` (kwargs: ``preset=TinyPreset(...)``, ``vae=trained AutoencoderKL``) or ``"sd"``
-        (kwargs as :meth:`from_stable_diffusion`)."""
+        """``"tiny"`` (kwargs: ``preset=TinyPreset(...)``, ``vae=trained AutoencoderKL``), ``"small"`` (128 px
+        on the bundled pretrained TAEF2 autoencoder) or ``"sd"`` (kwargs as :meth:`from_stable_diffusion`)."""
         if name == "tiny":
             preset = kwargs.pop("preset", TinyPreset())
             config = dataclasses.replace(preset.prior, resolution=preset.resolution, preset="tiny")
             return cls(**build_tiny_components(preset, **kwargs), config=config)
+        if name == "small":
+            config = dataclasses.replace(SMALL_PRESET.prior, resolution=SMALL_PRESET.resolution, preset="small")
+            return cls(**build_small_components(), config=config)
         if name == "sd":
             return cls.from_stable_diffusion(**kwargs)
-        raise ValueError(f"unknown prior preset {name!r}; choose 'tiny' or 'sd'")
+        raise ValueError(f"unknown prior preset {name!r}; choose 'tiny', 'small' or 'sd'")
 
     @classmethod
     def from_stable_diffusion(
@@ -201,10 +208,13 @@ class ReconFusionPrior(nn.Module):
         components, config = load_prior_folder(path, torch_dtype)
         return cls(**components, config=config)
 
-    def with_vae(self, vae: AutoencoderKL | str | Path) -> ReconFusionPrior:
-        """The same components with another autoencoder (an AutoencoderKL or its save_pretrained folder),
-        e.g. the one trained by train_prior's VAE stage."""
-        vae = vae if isinstance(vae, AutoencoderKL) else load_component(AutoencoderKL, Path(vae), "vae")
+    def with_vae(self, vae: AutoencoderKL | TAEF2 | str | Path) -> ReconFusionPrior:
+        """The same components with another autoencoder (an AutoencoderKL, a TAEF2 or the save_pretrained
+        folder of either), e.g. the one trained by train_prior's VAE stage."""
+        if isinstance(vae, (str, Path)):
+            config_file = Path(vae) / "config.json"
+            kind = read_json(config_file).get("_class_name") if config_file.is_file() else None
+            vae = load_component(TAEF2 if kind == "TAEF2" else AutoencoderKL, Path(vae), "vae")
         return type(self)(**dict(self._components(), vae=vae), config=self.config)
 
     def trainable_components(self) -> dict[str, nn.Module]:

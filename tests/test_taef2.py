@@ -133,3 +133,18 @@ def test_converter_rejects_mismatched_state_dict(tmp_path):
         torch.save(state, tmp_path / f"taef2_{part}.pth")
     with pytest.raises(KeyError, match="decoder.19.bias"):
         converter.mapped_state_dict(tmp_path, TAEF2())
+
+
+def test_small_prior_preset_runs_on_taef2(tmp_path):
+    from reconfusion.prior import ReconFusionPrior
+
+    torch.manual_seed(0)
+    prior = ReconFusionPrior.from_preset("small")
+    assert prior.resolution == 128 and prior.latent_resolution == 16 and type(prior.vae).__name__ == "TAEF2"
+    images = torch.rand(1, 3, 128, 128)
+    assert prior.encode_images(images).shape == (1, 32, 16, 16)
+    assert prior.decode_latents(prior.encode_images(images)).shape == (1, 3, 128, 128)
+    prior.save_pretrained(tmp_path / "small")
+    loaded = ReconFusionPrior.from_pretrained(tmp_path / "small")
+    assert type(loaded.vae).__name__ == "TAEF2" and loaded.config.preset == "small"
+    torch.testing.assert_close(loaded.encode_images(images), prior.encode_images(images))

@@ -65,6 +65,8 @@ def make_objective(config: TrainConfig) -> torch.nn.Module:
         if config.pretrained is None:
             raise SystemExit("the sd preset starts from Stable Diffusion: pass --pretrained FOLDER_OR_HUB_ID")
         return PriorObjective(ReconFusionPrior.from_stable_diffusion(config.pretrained))
+    if config.preset == "small":
+        return PriorObjective(ReconFusionPrior.from_preset("small"))  # its autoencoder is pretrained
     prior = ReconFusionPrior.from_preset("tiny")
     if config.stage == "vae":
         return VaeObjective(prior.vae.train().requires_grad_(True))

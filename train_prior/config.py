@@ -1,4 +1,4 @@
-"""Training configuration and its presets (``python -m train_prior {tiny-vae,tiny,sd} --help``)."""
+"""Training configuration and its presets (``python -m train_prior {tiny-vae,tiny,small,sd} --help``)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class TrainConfig:
     """Checkpoints, tensorboard logs and the exported model go here; training resumes from it."""
     stage: Literal["vae", "prior"] = "prior"
     """vae: train the tiny preset's autoencoder; prior: train PixelNeRF + U-Net (+ image encoder)."""
-    preset: Literal["tiny", "sd"] = "tiny"
+    preset: Literal["tiny", "small", "sd"] = "tiny"
     """Model size: tiny (64x64, trainable on a CPU) or sd (512x512 from a Stable Diffusion folder)."""
     pretrained: str | None = None
     """sd preset: Stable Diffusion folder or hub id the U-Net and VAE start from."""
@@ -111,6 +111,11 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
     "tiny": (
         "Stage 2 of the tiny preset: PixelNeRF + U-Net + image encoder at 64x64 on a frozen tiny VAE.",
         TrainConfig(stage="prior", steps=10_000, batch_size=16, learning_rate=3e-4, output_dir=Path("runs/tiny-prior")),
+    ),
+    "small": (
+        "128x128 on the bundled pretrained TAEF2 autoencoder (16x16x32 latents): no VAE stage; CPU hours, GPU minutes.",
+        TrainConfig(preset="small", stage="prior", resolution=128, steps=20_000, batch_size=16, learning_rate=3e-4,
+                    output_dir=Path("runs/small-prior")),
     ),
     "sd": (
         "The paper-sized prior: 512x512 from a Stable Diffusion folder (GPU; mixed precision).",
