@@ -136,17 +136,54 @@ class DataSynthetic:
         )
 
 
+@dataclass(frozen=True)
+class DataRenderMeshes:
+    """Render textured glTF/GLB/OBJ meshes into scene folders (RGBA views, exact cameras, splits) on the CPU."""
+
+    paths: Positional[Annotated[tuple[Path, ...], arg(metavar="MESH [MESH ...] OUT")]]
+    """Mesh files (.gltf, .glb, .obj with its .mtl and textures), then the output folder: m.obj becomes OUT/m/."""
+    views: int = 24
+    """Views per mesh."""
+    resolution: int = 128
+    """Square image side in pixels."""
+    layout: Literal["object-360"] = "object-360"
+    """Cameras around the normalised mesh (random radius and elevation, +y up) looking at its centre."""
+    seed: int = 0
+    """Cameras are a function of the seed and the mesh's file name: the same seed gives the same views."""
+    supersample: int = 1
+    """Anti-aliasing: supersample x supersample rays per pixel (1 = one ray through the pixel centre)."""
+    overwrite: bool = False
+    """Replace existing scene folders."""
+
+    def run(self) -> None:
+        from data_tools.mesh_render import render_meshes
+
+        if len(self.paths) < 2:
+            raise InputError("give one or more mesh files and then the output folder: MESH [MESH ...] OUT")
+        render_meshes(
+            list(self.paths[:-1]),
+            self.paths[-1],
+            num_views=self.views,
+            resolution=self.resolution,
+            layout=self.layout,
+            seed=self.seed,
+            supersample=self.supersample,
+            overwrite=self.overwrite,
+        )
+
+
 DataCommand = Union[
     Annotated[DataColmap, subcommand("colmap")],
     Annotated[DataImport, subcommand("import")],
     Annotated[DataSplits, subcommand("splits")],
     Annotated[DataSynthetic, subcommand("synthetic")],
+    Annotated[DataRenderMeshes, subcommand("render-meshes")],
 ]
 
 
 @dataclass(frozen=True)
 class Data:
-    """Pose photos, import benchmark scenes, write sparse-view splits, render procedural scenes."""
+    """Pose photos, import benchmark scenes, write sparse-view splits, render procedural scenes and meshes."""
 
     command: tyro.conf.OmitArgPrefixes[DataCommand]
 
