@@ -73,8 +73,8 @@ def write(curves: dict[str, list[tuple[int, float]]], args: argparse.Namespace, 
              "```bash", command, "```", "",
              f"{args.method}, CPU preset, {args.views} training views, images at most {args.max_side} px, at most "
              f"{args.max_test_views} test views per scene, mean test PSNR (dB) scored by nerfstudio every "
-             f"{args.eval_every} steps. Learning rates decay over all {args.iterations} steps of these fits (a shorter "
-             "fit decays faster, so its end is at least as settled as the same step here).", "", f"![curves]({Path(args.plot).name})", "",
+             f"{args.eval_every} steps. Learning rates decay over all {args.iterations} steps of these fits (a fit "
+             "of N steps decays over N).", "", f"![curves]({Path(args.plot).name})", "",
              f"| scene | " + " | ".join(str(s) for s, _ in max(curves.values(), key=len)) + f" | first within {args.tolerance} dB of best |",
              "|---|" + "---|" * (len(max(curves.values(), key=len)) + 1)]  # fmt: skip
     for name, points in curves.items():
