@@ -75,7 +75,7 @@ def write(curves: dict[str, list[tuple[int, float]]], args: argparse.Namespace, 
              f"{args.max_test_views} test views per scene, mean test PSNR (dB) scored by nerfstudio every "
              f"{args.eval_every} steps. Learning rates decay over all {args.iterations} steps of these fits (a fit "
              "of N steps decays over N).", "", f"![curves]({Path(args.plot).name})", "",
-             f"| scene | " + " | ".join(str(s) for s, _ in max(curves.values(), key=len)) + f" | first within {args.tolerance} dB of best |",
+             "| scene | " + " | ".join(str(s) for s, _ in max(curves.values(), key=len)) + f" | first within {args.tolerance} dB of best |",
              "|---|" + "---|" * (len(max(curves.values(), key=len)) + 1)]  # fmt: skip
     for name, points in curves.items():
         lines.append(f"| {name} | " + " | ".join(f"{v:.2f}" for _, v in points) + f" | {enough(points, args.tolerance)} |")

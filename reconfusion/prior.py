@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from reconfusion.cameras import scale_intrinsics
 from reconfusion.conditioning import PriorCondition, check_views, null_tokens, stack_views
 from reconfusion.pixelnerf import PixelNeRF
+from reconfusion.sampling import ddim_update, generator_on, sampling_timesteps, split_prediction, uniform
 from reconfusion.taef2 import TAEF2
 from reconfusion.files import read_json
 from reconfusion.presets import (
@@ -94,52 +95,6 @@ class PriorLosses:
     """The diffusion timesteps drawn."""
     pixelnerf_rgb: Float[Tensor, "B 3 h w"]
     """PixelNeRF's RGB at latent resolution (detached), for logging."""
-
-
-def ddim_update(
-    sample: Float[Tensor, "B C h w"],
-    model_output: Float[Tensor, "B C h w"],
-    alpha_bar: Float[Tensor, "B"],
-    alpha_bar_prev: Float[Tensor, "B"],
-    prediction_type: str,
-) -> Float[Tensor, "B C h w"]:
-    """One deterministic DDIM step (eta = 0) with a per-example noise level, no clipping."""
-    a = alpha_bar.to(sample.dtype).view(-1, 1, 1, 1)
-    a_prev = alpha_bar_prev.to(sample.dtype).view(-1, 1, 1, 1)
-    x0, eps = split_prediction(sample, model_output, a, prediction_type)
-    return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
-
-
-def split_prediction(sample: Tensor, model_output: Tensor, a: Tensor, prediction_type: str) -> tuple[Tensor, Tensor]:
-    """(x0, eps) from a model output at noise level alpha_bar ``a`` (broadcastable to sample)."""
-    if prediction_type == "epsilon":
-        eps = model_output
-        return (sample - (1 - a).sqrt() * eps) / a.sqrt(), eps
-    if prediction_type == "v_prediction":
-        return a.sqrt() * sample - (1 - a).sqrt() * model_output, a.sqrt() * model_output + (1 - a).sqrt() * sample
-    if prediction_type == "sample":
-        return model_output, (sample - a.sqrt() * model_output) / (1 - a).sqrt()
-    raise ValueError(f"unsupported prediction_type {prediction_type!r}; use epsilon, v_prediction or sample")
-
-
-def sampling_timesteps(t_start: Float[Tensor, "B"], num_train_timesteps: int, num_steps: int) -> Int[Tensor, "S B"]:
-    """The ``num_steps`` timesteps of each example, from t_start * (T - 1) down towards 0 (exclusive)."""
-    start = t_start.double() * (num_train_timesteps - 1)
-    fractions = 1.0 - torch.arange(num_steps, dtype=torch.float64, device=t_start.device) / num_steps
-    return torch.round(fractions[:, None] * start[None]).long()
-
-
-def _on_device(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
-    """``generator`` itself, or, when it lives on another device, a generator on ``device`` seeded from it."""
-    if generator is None or generator.device.type == device.type:
-        return generator
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-    return torch.Generator(device).manual_seed(seed)
-
-
-def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
-    gen_device = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=gen_device).to(device)
 
 
 class ReconFusionPrior(nn.Module):
@@ -301,7 +256,7 @@ class ReconFusionPrior(nn.Module):
             near, far = (torch.cat([d, d]) if isinstance(d, Tensor) and d.ndim else d for d in (near, far))
         rendered = self.pixelnerf(
             images, *cams, height=size, width=size, near=near, far=far, stratified=stratified,
-            generator=_on_device(generator, self.device),
+            generator=generator_on(generator, self.device),
         )  # fmt: skip
         features = rendered.features.to(self.dtype)
         tokens = null_tokens(self.image_encoder(images[:batch]).to(self.dtype), dropped)
@@ -354,7 +309,7 @@ class ReconFusionPrior(nn.Module):
             expected = (3, self.resolution, self.resolution)
             raise ValueError(f"target_image must be (B, *{expected}) for this prior, got {tuple(target.shape)}")
         size = target.shape[0]
-        dropped = _uniform((size,), generator, self.device) < self.config.condition_dropout
+        dropped = uniform((size,), generator, self.device) < self.config.condition_dropout
         cond = self.condition(
             batch.observed_images, batch.observed_c2w, batch.observed_intrinsics, batch.target_c2w,
             batch.target_intrinsics, near=batch.near, far=batch.far, dropped=dropped, generator=generator,
@@ -364,7 +319,7 @@ class ReconFusionPrior(nn.Module):
             latents = posterior.sample(generator) * self.vae.config.scaling_factor
         noise = randn_tensor(latents.shape, generator=generator, device=self.device, dtype=latents.dtype)
         steps = self.scheduler.config.num_train_timesteps
-        timesteps = (_uniform((size,), generator, self.device) * steps).long().clamp(max=steps - 1)
+        timesteps = (uniform((size,), generator, self.device) * steps).long().clamp(max=steps - 1)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         goal = noise if self.prediction_type == "epsilon" else self.scheduler.get_velocity(latents, noise, timesteps)
         if self.prediction_type == "sample":

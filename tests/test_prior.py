@@ -13,7 +13,8 @@ from reconfusion.conditioning import OpenCLIPImageEncoder
 from reconfusion.files import InputError
 from reconfusion.pixelnerf import PixelNeRF
 from reconfusion.presets import PriorConfig, TinyPreset
-from reconfusion.prior import PriorBatch, ReconFusionPrior, ddim_update
+from reconfusion.prior import PriorBatch, ReconFusionPrior
+from reconfusion.sampling import ddim_update
 
 MICRO = TinyPreset(
     resolution=32,
