@@ -111,7 +111,12 @@ def test_object_scene_settings_reach_the_model(scene):
 
 
 def test_learning_rates_decay_over_the_run():
-    optimizers = decaying_over(methods.cpu_config("test", None).optimizers, 600)
+    from nerfstudio_plugin.trainer import decay_steps
+
+    config = methods.cpu_config("test", None)
+    assert decay_steps(replace(config, max_num_iterations=600)) == 4000  # nerfacto: 200k decay steps for 30k
+    assert decay_steps(replace(config, max_num_iterations=600, lr_decay_steps=900)) == 900
+    optimizers = decaying_over(config.optimizers, 600)
     assert optimizers["fields"]["scheduler"].max_steps == 600 and optimizers["proposal_networks"]["scheduler"].max_steps == 600
     assert optimizers["fields"]["optimizer"].lr == 1e-2
 
@@ -216,7 +221,7 @@ def test_ns_train_then_ns_eval_and_ns_render(scene, prior_folder, tmp_path):
     assert "Sample loss: annealed-multistep" in train.stdout
     assert "Fit settings: scene kind object (images carry alpha)" in train.stdout
     written = (tmp_path / "runs" / scene.name / "reconfusion-cpu" / "e2e" / "config.yml").read_text()
-    assert "scene_kind: object" in written and "lr_decay_steps: 30" in written
+    assert "scene_kind: object" in written and "lr_decay_steps: 200" in written  # 30 steps in nerfacto's proportion
     config = tmp_path / "runs" / scene.name / "reconfusion-cpu" / "e2e" / "config.yml"
     result = tmp_path / "eval.json"
     evaluate = subprocess.run(
