@@ -116,6 +116,14 @@ def describe_settings(config: ReconFusionModelConfig, reason: str = "") -> str:
     )
 
 
+def composed(image: Tensor, background: Tuple[float, float, float]) -> Tensor:
+    """An (..., 4) RGBA image composed on ``background`` (RGB images pass unchanged)."""
+    if image.shape[-1] != 4:
+        return image
+    alpha = image[..., 3:]
+    return image[..., :3] * alpha + torch.tensor(background, dtype=image.dtype, device=image.device) * (1.0 - alpha)
+
+
 def resolve_prior(name: str) -> str:
     """The folder or hub id to load for a ``prior`` setting; InputError with the fix when it is missing."""
     if name == BUNDLED_PRIOR:
@@ -274,11 +282,9 @@ class ReconFusionModel(NerfactoModel):
     def composed_ground_truth(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """The batch with RGBA images composed on the display background - except when training on random
         backgrounds, where nerfacto blends each batch on its own random colour."""
-        image = batch["image"]
-        if image.shape[-1] != 4 or self.config.background_color == "random":
+        if self.config.background_color == "random":
             return batch
-        colour = torch.tensor(self.config.display_background or (1.0, 1.0, 1.0), dtype=image.dtype, device=image.device)
-        return {**batch, "image": image[..., :3] * image[..., 3:] + colour * (1.0 - image[..., 3:])}
+        return {**batch, "image": composed(batch["image"], self.config.display_background or (1.0, 1.0, 1.0))}
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         batch = self.composed_ground_truth(batch)

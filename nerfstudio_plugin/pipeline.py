@@ -18,6 +18,8 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from torch import Tensor
 
+from nerfstudio_plugin.model import composed
+
 
 @dataclass
 class ReconFusionPipelineConfig(VanillaPipelineConfig):
@@ -36,15 +38,8 @@ def observed_views(
     c2w = torch.eye(4).repeat(count, 1, 1)
     c2w[:, :3, :] = cameras.camera_to_worlds.reshape(count, 3, 4).float().cpu()
     intrinsics = torch.cat([cameras.fx, cameras.fy, cameras.cx, cameras.cy], dim=-1).reshape(count, 4).float().cpu()
-    images = [_composed(dataset.get_image_float32(i), background).permute(2, 0, 1).contiguous() for i in range(count)]
+    images = [composed(dataset.get_image_float32(i), background).permute(2, 0, 1).contiguous() for i in range(count)]
     return images, c2w, intrinsics
-
-
-def _composed(image: Tensor, background: Tuple[float, float, float]) -> Tensor:
-    if image.shape[-1] == 3:
-        return image
-    alpha = image[..., 3:]
-    return image[..., :3] * alpha + torch.tensor(background, dtype=image.dtype) * (1.0 - alpha)
 
 
 class ReconFusionPipeline(VanillaPipeline):

@@ -28,7 +28,7 @@ def forward_axes(c2w: np.ndarray) -> np.ndarray:
     return forward / np.linalg.norm(forward, axis=-1, keepdims=True)
 
 
-def _max_angle_from_mean(directions: np.ndarray) -> float:
+def max_angle_from_mean(directions: np.ndarray) -> float:
     """Largest angle (degrees) between unit vectors and their mean direction (180 if they cancel out)."""
     mean = directions.mean(0)
     if np.linalg.norm(mean) < 1e-6:
@@ -54,7 +54,7 @@ def detect_layout(c2w: np.ndarray) -> Layout:
         lengths = np.linalg.norm(horizontal, axis=-1)
         if (lengths > 0.1).sum() >= 2:  # cameras looking straight down say nothing about azimuth
             forward = horizontal[lengths > 0.1] / lengths[lengths > 0.1, None]
-    return "object-360" if _max_angle_from_mean(forward) > ORBIT_ANGLE_DEGREES else "forward-facing"
+    return "object-360" if max_angle_from_mean(forward) > ORBIT_ANGLE_DEGREES else "forward-facing"
 
 
 def look_at(position: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from reconfusion.novel_views import detect_layout, forward_axes
+from reconfusion.novel_views import detect_layout, forward_axes, max_angle_from_mean
 
 SceneKind = Literal["object", "forward-facing", "unbounded-360"]
 Background = Literal["random", "last_sample", "black", "white"]
@@ -89,7 +89,7 @@ def scene_fit(
         return SceneFit("object", reason, near, far, _as_box(box), False, "uniform", "random", **common)
     layout = detect_layout(c2w)
     kind: SceneKind = "forward-facing" if layout == "forward-facing" else "unbounded-360"
-    spread = _direction_spread(c2w)
+    spread = max_angle_from_mean(forward_axes(c2w))
     reason = f"no alpha, viewing directions spread {spread:.0f} degrees"
     near, far = (0.05, 1000.0) if bounds is None else (0.9 * float(bounds[:, 0].min()), 1.5 * float(bounds[:, 1].max()))
     if bounds is not None:
@@ -102,14 +102,6 @@ def scene_fit(
 def _as_box(box) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     lo, hi = box
     return tuple(float(v) for v in lo), tuple(float(v) for v in hi)  # type: ignore[return-value]
-
-
-def _direction_spread(c2w: np.ndarray) -> float:
-    forward = forward_axes(c2w)
-    mean = forward.mean(0)
-    if np.linalg.norm(mean) < 1e-6:
-        return 180.0
-    return float(np.degrees(np.arccos(np.clip((forward @ (mean / np.linalg.norm(mean))).min(), -1.0, 1.0))))
 
 
 def _named_background(colour: Optional[tuple[float, float, float]]) -> Background:
