@@ -105,7 +105,10 @@ def step_timing(scene: Path, prior: str, refreshes: list[int | None], loss_every
         pipeline = config.pipeline.setup(device="cpu", test_mode="val")
         optimizers = Optimizers(config.optimizers, pipeline.get_param_groups())
         attributes = TrainingCallbackAttributes(optimizers=optimizers, grad_scaler=None, pipeline=pipeline, trainer=None)
-        return pipeline, optimizers, pipeline.get_training_callbacks(attributes)
+        callbacks = pipeline.get_training_callbacks(attributes)
+        if pipeline.model.guidance is not None:  # the timed blocks are one whole run (the weight may fade)
+            pipeline.model.guidance.total_steps = blocks * steps
+        return pipeline, optimizers, callbacks
 
     def train(pipeline, optimizers, callbacks, start: int) -> float:
         begin = time.process_time()

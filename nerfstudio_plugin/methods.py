@@ -37,12 +37,10 @@ from reconfusion.guidance import SampleLossConfig
 register_checkpoint_globals()
 errors.install()
 
-CPU_SAMPLE_LOSS = SampleLossConfig(refresh_every=50, views_per_refresh=2, patch_size=24, loss_every=2)
-"""CPU: targets refreshed every 50 steps for 2 views, a 24x24 window (the smallest LPIPS takes) rendered
-with gradients every other step. Chosen by measurement (benchmarks/bench_plugin.py --step-timing
---refresh ... --loss-every ...): a refresh renders whole views without gradients, about ten training
-steps' worth on a CPU, so refreshing every 25 steps or more often puts reconfusion-cpu above 1.5x the
-baseline's time; with refresh 50 the loss on every 2nd step costs about 1.5x
+CPU_SAMPLE_LOSS = SampleLossConfig(refresh_every=10, loss_every=10, views_per_refresh=1)
+"""CPU: every 10th step, one novel view rendered whole at the prior's resolution, with gradients; the same
+rendering starts the prior's sampling, so every sample-loss step has a fresh target for one rendering's
+cost, and LPIPS sees the whole view. Measured with benchmarks/bench_plugin.py --step-timing
 (benchmarks/results/bench_plugin_step_timing.md)."""
 GPU_SAMPLE_LOSS = SampleLossConfig(refresh_every=10, views_per_refresh=4, patch_size=64)
 """GPU: a 64x64 window with gradients every step (the whole view for a 64 px prior; at 512 px it keeps

@@ -240,9 +240,10 @@ class ReconFusionModel(NerfactoModel):
 
     def render_views(
         self, c2w: Tensor, intrinsics: Tensor, height: int, width: int, camera_index: Tensor
-    ) -> Tensor:
-        """(K, 3, height, width) colour at cameras c2w (K, 4, 4) with intrinsics (K, 4) - the guidance's
-        render function. Differentiable unless called under torch.no_grad (then rendered in chunks)."""
+    ) -> Tuple[Tensor, Tensor]:
+        """Colour (K, 3, height, width) and median distance along the rays (K, 1, height, width) at cameras c2w
+        (K, 4, 4) with intrinsics (K, 4) - the guidance's render function. Differentiable unless called under
+        torch.no_grad (then rendered in chunks)."""
         count = c2w.shape[0]
         cameras = Cameras(
             camera_to_worlds=c2w[:, :3, :].float(),
@@ -257,11 +258,15 @@ class ReconFusionModel(NerfactoModel):
         bundle.camera_indices = per_ray.reshape(-1, 1)
         with self.shown_on_display_background():
             if torch.is_grad_enabled():
-                rgb = self(bundle)["rgb"]
+                outputs = [self(bundle)]
             else:
                 chunk = self.config.eval_num_rays_per_chunk
-                rgb = torch.cat([self(bundle[i : i + chunk])["rgb"] for i in range(0, len(bundle), chunk)])
-        return rgb.view(count, height, width, 3).permute(0, 3, 1, 2)
+                outputs = [self(bundle[i : i + chunk]) for i in range(0, len(bundle), chunk)]
+        rgb, depth = (
+            torch.cat([out[key] for out in outputs]).view(count, height, width, -1).permute(0, 3, 1, 2)
+            for key in ("rgb", "depth")
+        )
+        return rgb, depth.detach()
 
     # ------------------------------------------------------------------ backgrounds
 
@@ -291,6 +296,7 @@ class ReconFusionModel(NerfactoModel):
         metrics_dict = super().get_metrics_dict(outputs, batch)
         if self.training and self.guidance is not None:
             metrics_dict["sample_t"] = torch.tensor(self.guidance.last_t)
+            metrics_dict["sample_coverage"] = torch.tensor(self.guidance.last_coverage)
             metrics_dict["sample_t_min"] = torch.tensor(self.guidance.noise_range(self.train_step)[0])
         return metrics_dict
 

@@ -22,14 +22,29 @@ The target of the multistep modes is, by default, the rendering plus the prior's
 taught, a prior that changes nothing gives zero loss, and at t = 0 the target is the rendering itself.
 ``target="sample"`` is the paper's decoded sample ``D(z_sampled)``, kept to measure against.
 
+Our addition beyond the paper, the coverage weight: where the observed views already determine a pixel
+of the novel view, the prior has nothing to add and only its errors would be taught. Each pixel's
+rendered surface point (from the rendered depth) is projected into the observed views; the smallest
+angle between the novel ray and an observed ray through that point, over the views that have it in
+frame, sets the pixel's weight: 0 below ``coverage_degrees[0]``, 1 above ``coverage_degrees[1]``,
+linear in between (1 where no observed view has the point in frame). The target becomes
+``x + weight (x_hat - x)``, so the L1 and LPIPS terms act only where the inputs leave the scene open.
+With ``weight_schedule = "fade"`` the loss weight also falls with t_min, to 0 at the end of the anneal.
+
+Novel views cover the whole frame: each is a square window, at a random place, of the nearest observed
+view's frame resized so that its short side is the prior's resolution (the observed views the prior
+is conditioned on stay centre-cropped squares, as it was trained).
+
 Making it fast: targets are refreshed every ``refresh_every`` steps for ``views_per_refresh`` novel
-views at once and reused in between (``refresh_every = 1`` is the paper), and the rendering with
-gradients may be a random ``patch_size`` window of a cached view.
+views at once and reused in between (``refresh_every = 1`` is the paper). When the window rendered
+with gradients is the whole view (``patch_size`` None), a refresh renders the new views once, with
+gradients, and the same rendering both starts the prior's sampling and takes the loss.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -40,18 +55,19 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from reconfusion.cameras import crop_intrinsics, normalize_cameras, scale_intrinsics
+from reconfusion.cameras import crop_intrinsics, normalize_cameras, pixel_rays, project, scale_intrinsics
 from reconfusion.novel_views import Layout, detect_layout, nearest_views, sample_novel_cameras
 
 logger = logging.getLogger(__name__)
 
 SampleLossMode = Literal["annealed-multistep", "multistep", "sds"]
 
-RenderFn = Callable[[Tensor, Tensor, int, int, Tensor], Tensor]
-"""``render(c2w (K, 4, 4), intrinsics (K, 4), height, width, camera_index (K,)) -> (K, 3, height, width)``:
-the scene model's colour at cameras given in the scene's own frame, intrinsics in pixels of the
-requested image, ``camera_index`` the nearest observed view (for per-view embeddings). Differentiable
-unless called under ``torch.no_grad()``."""
+RenderFn = Callable[[Tensor, Tensor, int, int, Tensor], tuple[Tensor, Tensor | None]]
+"""``render(c2w (K, 4, 4), intrinsics (K, 4), height, width, camera_index (K,)) -> (rgb, depth)``: the
+scene model's colour (K, 3, height, width) and distance along each ray (K, 1, height, width; None when
+the model has none, which turns the coverage weight off) at cameras given in the scene's own frame,
+intrinsics in pixels of the requested image, ``camera_index`` the nearest observed view (for per-view
+embeddings). Differentiable unless called under ``torch.no_grad()``."""
 
 
 class Prior(Protocol):
@@ -76,9 +92,13 @@ class SampleLossConfig:
     """annealed-multistep (the paper), multistep (t from the full range all along) or sds (score distillation)."""
     lambda_sample: float = 0.3
     """Loss weight for one observed view; the weight used is lambda_sample / number of observed views."""
-    weight_schedule: Literal["constant", "fade"] = "constant"
+    weight_schedule: Literal["constant", "fade"] = "fade"
     """constant (the paper) or fade: the weight falls with t_min, from full at the start to 0 when t_min
     reaches t_min_final, so late steps - whose targets change little - leave the fit to the observed views."""
+    coverage_degrees: tuple[float, float] | None = (5.0, 25.0)
+    """Coverage weight (our addition): a pixel's target moves towards the prior's only where the nearest observed
+    ray through its surface point is more than the first angle away (fully beyond the second); None: weight 1
+    everywhere (the paper)."""
     num_steps: int = 10
     """DDIM steps from t to 0 for each target (multistep modes)."""
     target: Literal["residual", "sample"] = "residual"
@@ -98,7 +118,8 @@ class SampleLossConfig:
     """Multistep modes: novel views drawn (and denoised in one batch) per refresh; steps cycle through them."""
     patch_size: int | None = None
     """Multistep modes: side of the random window of a cached view rendered with gradients each step
-    (>= 24 for LPIPS); None: the whole view at the prior's resolution. sds always renders whole views."""
+    (>= 24 for LPIPS); None: the whole view at the prior's resolution, rendered once per refresh for both
+    the target and the loss. sds always renders whole views."""
     loss_every: int = 1
     """Apply the sample loss on every n-th step only."""
     num_conditioning_views: int = 3
@@ -137,6 +158,10 @@ class Observations:
     """Camera-to-world in the scene model's frame (OpenGL)."""
     intrinsics: Float[Tensor, "N 4"]
     """fx, fy, cx, cy in pixels of ``images``."""
+    frame_intrinsics: Float[Tensor, "N 4"]
+    """fx, fy, cx, cy of the whole frame resized so that its short side is the prior's resolution."""
+    frame_sizes: Int[Tensor, "N 2"]
+    """(height, width) of those resized whole frames."""
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -145,8 +170,9 @@ class Observations:
 def square_views(
     images: list[Float[Tensor, "3 H W"]], c2w: Float[Tensor, "N 4 4"], intrinsics: Float[Tensor, "N 4"], resolution: int
 ) -> Observations:
-    """Centre-crop each view to a square and resize it to ``resolution`` (intrinsics follow)."""
-    squared, new_intrinsics = [], []
+    """Centre-crop each view to a square and resize it to ``resolution`` (intrinsics follow); also the
+    geometry of each whole frame at that scale, where novel views are placed."""
+    squared, new_intrinsics, frames, sizes = [], [], [], []
     for image, k in zip(images, intrinsics):
         height, width = image.shape[-2:]
         side = min(height, width)
@@ -154,8 +180,13 @@ def square_views(
         crop = image[None, :3, top : top + side, left : left + side].float()
         squared.append(F.interpolate(crop, size=(resolution, resolution), mode="bilinear", antialias=True)[0])
         scale = resolution / side
-        new_intrinsics.append(scale_intrinsics(crop_intrinsics(k.float(), left, top), scale, scale))
-    return Observations(torch.stack(squared).clamp(0, 1), c2w.float(), torch.stack(new_intrinsics))
+        frames.append(scale_intrinsics(k.float(), scale, scale))
+        sizes.append([max(resolution, round(height * scale)), max(resolution, round(width * scale))])
+        new_intrinsics.append(crop_intrinsics(frames[-1], left * scale, top * scale))
+    return Observations(
+        torch.stack(squared).clamp(0, 1), c2w.float(), torch.stack(new_intrinsics), torch.stack(frames),
+        torch.tensor(sizes, device=c2w.device),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -171,7 +202,9 @@ class NovelViews:
     t: Float[Tensor, "K"]
     """Noise level each target was drawn at."""
     targets: Float[Tensor, "K 3 R R"] | None = None
-    """x_hat, the prior's samples (no gradient)."""
+    """x_hat, the prior's samples moved by the coverage weight (no gradient)."""
+    coverage: Float[Tensor, "K 1 R R"] | None = None
+    """Per-pixel coverage weight the targets were made with."""
     step: int = 0
     """Training step the targets were made at."""
 
@@ -202,7 +235,7 @@ class SampleGuidance:
         self.rng = np.random.default_rng(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.cache: NovelViews | None = None
-        self.last_t: float = float("nan")
+        self.last_t, self.last_coverage = float("nan"), float("nan")
         logger.info("sample loss: %s, %s cameras, weight %.4g", config.mode, self.layout, self.weight)
 
     def noise_range(self, step: int) -> tuple[float, float]:
@@ -218,20 +251,26 @@ class SampleGuidance:
         return out
 
     def sample_views(self, num: int, step: int) -> NovelViews:
-        """``num`` novel cameras, their conditioning views and noise levels (no targets yet)."""
+        """``num`` novel cameras, their conditioning views and noise levels (no targets yet); each camera sees
+        a square window, at a random place, of its nearest observed view's whole frame."""
         cfg = self.config
         novel = sample_novel_cameras(
             self.normalised_c2w, num, self.rng, self.layout, cfg.position_jitter, cfg.rotation_jitter_degrees
         )
         conditioning = nearest_views(novel, self.normalised_c2w, cfg.num_conditioning_views)
-        device = self.observations.c2w.device
+        obs, size = self.observations, self.prior.resolution
+        nearest = torch.as_tensor(conditioning[:, 0], device=obs.c2w.device)
+        slack = (obs.frame_sizes[nearest] - size).clamp(min=0).cpu().numpy()
+        top_left = np.floor(self.rng.random((num, 2)) * (slack + 1))
+        shift = torch.zeros(num, 4, device=obs.c2w.device)
+        shift[:, 2:] = torch.as_tensor(top_left[:, ::-1].copy(), dtype=torch.float32)  # cx -= left, cy -= top
         low, high = self.noise_range(step)
         t = low + (high - low) * torch.rand(num, generator=self.generator, dtype=torch.float64)
         return NovelViews(
-            c2w=torch.as_tensor(self.to_world(novel), dtype=torch.float32, device=device),
-            intrinsics=self.observations.intrinsics[torch.as_tensor(conditioning[:, 0], device=device)],
-            conditioning=torch.as_tensor(conditioning, device=device),
-            t=t.float().to(device),
+            c2w=torch.as_tensor(self.to_world(novel), dtype=torch.float32, device=obs.c2w.device),
+            intrinsics=obs.frame_intrinsics[nearest] - shift,
+            conditioning=torch.as_tensor(conditioning, device=obs.c2w.device),
+            t=t.float().to(obs.c2w.device),
             step=step,
         )
 
@@ -256,14 +295,29 @@ class SampleGuidance:
             return {}
         if cfg.mode == "sds":
             return {"sds_loss": weight * self._score_distillation(step, render)}
-        if self.cache is None or step - self.cache.step >= cfg.refresh_every or step < self.cache.step:
+        stale = self.cache is None or step - self.cache.step >= cfg.refresh_every or step < self.cache.step
+        if stale and self.renders_whole_views:
+            views = self.sample_views(cfg.views_per_refresh, step)
+            rendering, depth = self._render(views, render)
+            self.cache = self.make_targets(views, rendering.detach(), depth, step)
+            return {"sample_loss": weight * self._distance(rendering, self.cache.targets)}
+        if stale:
             self.cache = self.refresh(step, render)
         index = (step // cfg.loss_every) % len(self.cache.t)
         rendering, target = self._render_cached(index, render)
-        terms = cfg.l1_weight * (rendering - target).abs().mean()
-        if cfg.lpips_weight > 0:
-            terms = terms + cfg.lpips_weight * self.lpips(rendering, target).mean()
-        return {"sample_loss": weight * terms}
+        return {"sample_loss": weight * self._distance(rendering, target)}
+
+    @property
+    def renders_whole_views(self) -> bool:
+        """Whether the rendering with gradients is the whole novel view (so a refresh renders only once)."""
+        return (self.config.patch_size or self.prior.resolution) >= self.prior.resolution
+
+    def _distance(self, rendering: Tensor, target: Tensor) -> Tensor:
+        """``l1_weight |x - x_hat|_1 + lpips_weight LPIPS(x, x_hat)``, averaged over views."""
+        distance = self.config.l1_weight * (rendering - target).abs().mean()
+        if self.config.lpips_weight > 0:
+            distance = distance + self.config.lpips_weight * self.lpips(rendering, target).mean()
+        return distance
 
     def weight_at(self, step: int) -> float:
         """The loss weight at ``step``: constant, or fading linearly with the annealed t_min."""
@@ -272,13 +326,22 @@ class SampleGuidance:
         horizon = max(self.config.anneal_steps or self.total_steps, 1)
         return self.weight * max(0.0, 1.0 - step / horizon)
 
+    def _render(self, views: NovelViews, render: RenderFn) -> tuple[Tensor, Tensor | None]:
+        size = self.prior.resolution
+        rgb, depth = render(views.c2w, views.intrinsics, size, size, views.conditioning[:, 0])
+        return rgb.float(), None if depth is None else depth.float()
+
     @torch.no_grad()
     def refresh(self, step: int, render: RenderFn) -> NovelViews:
         """Draw ``views_per_refresh`` novel views and denoise their current renderings into targets."""
         views = self.sample_views(self.config.views_per_refresh, step)
-        size = self.prior.resolution
-        renderings = render(views.c2w, views.intrinsics, size, size, views.conditioning[:, 0]).float()
-        targets = self.prior.sample(
+        return self.make_targets(views, *self._render(views, render), step)
+
+    @torch.no_grad()
+    def make_targets(self, views: NovelViews, renderings: Tensor, depth: Tensor | None, step: int) -> NovelViews:
+        """The targets for ``renderings`` of ``views``: the prior's samples from them, as residuals or as they
+        are, moved towards by the coverage weight of each pixel."""
+        samples = self.prior.sample(
             *self._prior_inputs(views),
             init_images=renderings.clamp(0, 1),
             t_start=views.t,
@@ -287,9 +350,11 @@ class SampleGuidance:
             generator=self.generator,
         ).float()
         if self.config.target == "residual":
-            targets = self._residual_targets(renderings, targets, views.t)
-        self.last_t = float(views.t.mean())
-        return NovelViews(views.c2w, views.intrinsics, views.conditioning, views.t, targets.detach(), step)
+            samples = self._residual_targets(renderings, samples, views.t)
+        coverage = self.coverage_weights(views, depth)
+        targets = renderings + coverage * (samples - renderings)
+        self.last_t, self.last_coverage = float(views.t.mean()), float(coverage.mean())
+        return NovelViews(views.c2w, views.intrinsics, views.conditioning, views.t, targets, coverage, step)
 
     def _residual_targets(self, renderings: Tensor, samples: Tensor, t: Tensor) -> Tensor:
         """``rendering + sample - D(E(rendering))``; the change is zero where t = 0 (nothing was sampled)."""
@@ -297,21 +362,44 @@ class SampleGuidance:
         change = torch.where((t > 0).view(-1, 1, 1, 1), samples - round_trip, torch.zeros_like(samples))
         return (renderings + change).clamp(0, 1)
 
+    @torch.no_grad()
+    def coverage_weights(self, views: NovelViews, depth: Tensor | None) -> Tensor:
+        """(K, 1, R, R) weights in [0, 1]: how far each pixel's surface point is from being seen, by angle,
+        in an observed view (see the module docstring). Ones without depth or without ``coverage_degrees``."""
+        size = self.prior.resolution
+        if depth is None or self.config.coverage_degrees is None:
+            return torch.ones(len(views.t), 1, size, size, device=views.c2w.device)
+        origins, directions = pixel_rays(views.c2w, views.intrinsics, size, size)  # (K, R, R, 3)
+        points = (origins + directions * depth.permute(0, 2, 3, 1)).flatten(1, 2)  # (K, R*R, 3)
+        to_novel = F.normalize(origins.flatten(1, 2) - points, dim=-1)
+        obs = self.observations
+        nearest_angle = torch.full(points.shape[:2], torch.inf, device=points.device)
+        for c2w, intrinsics, (height, width) in zip(obs.c2w, obs.frame_intrinsics, obs.frame_sizes.tolist()):
+            pixels, z = project(points, c2w, intrinsics)
+            in_frame = (z > 0) & (pixels[..., 0] >= 0) & (pixels[..., 0] <= width)
+            in_frame &= (pixels[..., 1] >= 0) & (pixels[..., 1] <= height)
+            to_observed = F.normalize(c2w[:3, 3] - points, dim=-1)
+            angle = torch.arccos((to_novel * to_observed).sum(-1).clamp(-1.0, 1.0))
+            nearest_angle = torch.where(in_frame, torch.minimum(nearest_angle, angle), nearest_angle)
+        low, high = (math.radians(a) for a in self.config.coverage_degrees)
+        weights = ((nearest_angle - low) / max(high - low, 1e-6)).clamp(0, 1)
+        return weights.view(-1, 1, size, size)
+
     def _render_cached(self, index: int, render: RenderFn) -> tuple[Tensor, Tensor]:
         """Rendering (with gradients) and target of cached view ``index``, or of a random window of it."""
         views, size = self.cache, self.prior.resolution
         patch = self.config.patch_size or size
         top, left = (int(v) for v in self.rng.integers(0, size - patch + 1, size=2))
         intrinsics = crop_intrinsics(views.intrinsics[index : index + 1], left, top)
-        rendering = render(views.c2w[index : index + 1], intrinsics, patch, patch, views.conditioning[index : index + 1, 0])
+        rendering, _ = render(views.c2w[index : index + 1], intrinsics, patch, patch, views.conditioning[index : index + 1, 0])
         target = views.targets[index : index + 1, :, top : top + patch, left : left + patch]
         return rendering, target.to(rendering)
 
     def _score_distillation(self, step: int, render: RenderFn) -> Tensor:
         """DreamFusion's SDS: gradient w(t) (eps_hat - eps) on the rendering's latent, through the encoder."""
-        prior, size = self.prior, self.prior.resolution
+        prior = self.prior
         views = self.sample_views(1, step)
-        rendering = render(views.c2w, views.intrinsics, size, size, views.conditioning[:, 0])
+        rendering, _ = self._render(views, render)
         latents = prior.encode_images(rendering.clamp(0, 1)).float()
         schedule = prior.scheduler.alphas_cumprod.to(latents.device)
         t = views.t.clamp(0.02, 0.98)

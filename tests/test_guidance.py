@@ -20,17 +20,19 @@ def prior() -> ReconFusionPrior:
 
 
 class ToyScene(torch.nn.Module):
-    """A differentiable 'scene': colour as a function of the ray direction."""
+    """A differentiable 'scene': colour as a function of the ray direction, every ray ending at ``distance``."""
 
-    def __init__(self) -> None:
+    def __init__(self, distance: float | None = 2.0) -> None:
         super().__init__()
         self.layer = torch.nn.Linear(3, 3)
+        self.distance = distance
         self.calls: list[tuple[int, int, int]] = []
 
     def forward(self, c2w, intrinsics, height, width, camera_index):
         self.calls.append((c2w.shape[0], height, width))
         _, dirs = pixel_rays(c2w, intrinsics, height, width)
-        return torch.sigmoid(self.layer(dirs)).permute(0, 3, 1, 2)
+        depth = None if self.distance is None else torch.full((c2w.shape[0], 1, height, width), self.distance)
+        return torch.sigmoid(self.layer(dirs)).permute(0, 3, 1, 2), depth
 
 
 def observations(resolution: int = 64, count: int = 3):
@@ -71,6 +73,47 @@ def test_square_views_crop_and_resize_keep_the_geometry():
     after, _ = project(points, obs.c2w, obs.intrinsics)
     expected = (before - torch.tensor([10.0, 0.0])) * (32 / 60)  # centre crop 10 px from the left, then resize
     assert torch.allclose(after, expected, atol=1e-4)
+    whole, _ = project(points, obs.c2w, obs.frame_intrinsics)
+    assert torch.allclose(whole, before * (32 / 60), atol=1e-4)  # the whole frame, resized
+    assert obs.frame_sizes.tolist() == [[32, 43]]
+
+
+def test_novel_windows_cover_the_whole_frame(prior):
+    guidance = make_guidance(prior)
+    views = guidance.sample_views(200, step=0)
+    obs = guidance.observations
+    frame = obs.frame_intrinsics[views.conditioning[:, 0]]
+    left, top = frame[:, 2] - views.intrinsics[:, 2], frame[:, 3] - views.intrinsics[:, 3]
+    slack = obs.frame_sizes[0, 1].item() - prior.resolution  # 60x80 frames: 64 x 85 at the prior's scale
+    assert slack > 0 and (top == 0).all() and left.min() == 0 and left.max() == slack
+    assert torch.equal(views.intrinsics[:, :2], frame[:, :2])
+
+
+def test_coverage_weight_is_zero_where_an_observed_view_sees_the_point_and_one_where_none_is_near(prior):
+    guidance = make_guidance(prior)
+    obs, size = guidance.observations, prior.resolution
+    depth = torch.full((1, 1, size, size), 2.0)  # observed cameras sit 2.1 from the origin, looking at it
+    same = replace(guidance.sample_views(1, 0), c2w=obs.c2w[:1], intrinsics=obs.intrinsics[:1])
+    assert guidance.coverage_weights(same, depth).max() == 0.0
+    between = look_at(np.array([np.cos(np.pi / 3), np.sin(np.pi / 3), 0.3]) * 2.0, np.zeros(3), np.array([0.0, 0.0, 1.0]))
+    halfway = replace(same, c2w=torch.tensor(between, dtype=torch.float32)[None])  # 60 degrees from two inputs
+    weights = guidance.coverage_weights(halfway, depth)
+    assert weights[..., size // 2 - 4 : size // 2 + 4, size // 2 - 4 : size // 2 + 4].min() == 1.0
+    assert (guidance.coverage_weights(halfway, None) == 1).all()  # no depth: the paper's weight
+    paper = make_guidance(prior, coverage_degrees=None)
+    assert (paper.coverage_weights(same, depth) == 1).all()
+
+
+def test_whole_view_loss_renders_once_per_refresh_and_covered_pixels_teach_nothing(prior):
+    guidance = make_guidance(prior, views_per_refresh=1, refresh_every=2)
+    scene = ToyScene()
+    loss = guidance.loss(0, scene)["sample_loss"]
+    loss.backward()
+    assert scene.calls == [(1, 64, 64)] and scene.layer.weight.grad.abs().sum() > 0
+    guidance.loss(1, scene)
+    assert scene.calls == [(1, 64, 64)] * 2  # the cached target, rendered again with gradients
+    covered = make_guidance(prior, views_per_refresh=1, coverage_degrees=(179.0, 180.0))
+    assert covered.loss(0, ToyScene())["sample_loss"].item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_multistep_loss_reaches_the_scene_and_reuses_targets(prior):
@@ -157,7 +200,7 @@ def test_residual_targets_are_free_of_the_autoencoder(prior):
     scene = ToyScene()
     lazy = make_guidance(IdentityPrior(prior), t_min_final=0.5)
     views = lazy.refresh(0, scene)
-    rendering = scene(views.c2w, views.intrinsics, prior.resolution, prior.resolution, views.conditioning[:, 0])
+    rendering, _ = scene(views.c2w, views.intrinsics, prior.resolution, prior.resolution, views.conditioning[:, 0])
     torch.testing.assert_close(views.targets, rendering.clamp(0, 1).detach(), atol=1e-5, rtol=0)  # nothing changed
     assert lazy.loss(0, scene)["sample_loss"].item() == pytest.approx(0.0, abs=1e-4)
     paper = make_guidance(IdentityPrior(prior), t_min_final=0.5, target="sample")
@@ -168,7 +211,7 @@ def test_residual_target_is_the_rendering_at_t_zero(prior):
     scene = ToyScene()
     guidance = make_guidance(prior, t_max=0.0, t_min_final=0.0)
     views = guidance.refresh(0, scene)
-    rendering = scene(views.c2w, views.intrinsics, prior.resolution, prior.resolution, views.conditioning[:, 0])
+    rendering, _ = scene(views.c2w, views.intrinsics, prior.resolution, prior.resolution, views.conditioning[:, 0])
     torch.testing.assert_close(views.targets, rendering.clamp(0, 1).detach(), atol=1e-6, rtol=0)
 
 
@@ -177,4 +220,5 @@ def test_fading_weight_reaches_zero_with_t_min(prior):
     assert guidance.weight_at(0) == pytest.approx(guidance.weight)
     assert guidance.weight_at(50) == pytest.approx(guidance.weight / 2)
     assert guidance.weight_at(100) == 0.0 and guidance.loss(100, ToyScene()) == {}
-    assert make_guidance(prior).weight_at(100) == pytest.approx(guidance.weight)  # the paper's constant weight
+    constant = make_guidance(prior, weight_schedule="constant")
+    assert constant.weight_at(100) == pytest.approx(guidance.weight)  # the paper's constant weight

@@ -11,6 +11,9 @@ import torch
 from reconfusion.cameras import project
 from reconfusion.files import InputError, write_image
 from reconfusion.scene import write_scene
+from data_tools.synthetic import generate_scenes
+from train_prior.config import TrainConfig
+from train_prior.model_card import manifest_table, training_manifest
 from train_prior.datasets import MultiviewDataset, StepSampler, WeightedSource, _crop_and_resize
 from train_prior.readers import read_co3d, read_mvimgnet, read_realestate10k, read_scene_folders
 
@@ -361,3 +364,16 @@ def test_datasets_flag_parses_on_the_command_line():
 
     config = tyro.cli(TrainConfig, args=["--datasets", "llff:/data/mary@2", "scenes:/data/s"])
     assert config.datasets == ("llff:/data/mary@2", "scenes:/data/s")
+
+
+def test_manifest_names_each_scene_with_its_source_and_licence(tmp_path):
+    generate_scenes(tmp_path / "procedural", num_scenes=2, num_views=5, resolution=16, layout="object-360", seed=7)
+    capture = _write_llff(tmp_path / "photos" / "cap")
+    (capture.parent / "LICENSE.md").write_text("CC BY 4.0")
+    config = TrainConfig(datasets=(f"scenes:{tmp_path / 'procedural'}", f"llff:{tmp_path / 'photos'}@0.5"))
+    rows = training_manifest(config)
+    assert [(r["format"], r["scene"], r["views"]) for r in rows] == [("scenes", "scene_00007", 5), ("scenes", "scene_00008", 5), ("llff", "cap", 4)]
+    assert rows[0]["source"] == "reconfusion data synthetic, object-360, seed 7" and rows[0]["licence"].startswith("procedural")
+    assert rows[2]["licence"] == str((capture.parent / "LICENSE.md").resolve()) and rows[2]["weight"] == 0.5
+    table = manifest_table(rows)
+    assert len(table) == 4 and "| 2 | 10 |" in table[2] and "photos/LICENSE.md" in table[3]

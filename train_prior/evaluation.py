@@ -1,7 +1,10 @@
-"""Held-out quality of a prior: PixelNeRF PSNR and sample PSNR/SSIM on scenes it never saw.
+"""Held-out quality of a prior: autoencoder, PixelNeRF and sample quality on scenes it never saw.
 
 ``python -m train_prior.evaluation PRIOR_DIR --data HELDOUT_SCENES`` prints the numbers the model
-card reports; the model card is written by the same function.
+card reports (the model card is written by the same function). ``--compare OTHER_PRIOR`` scores a
+second prior on the same examples - drawn at the larger of the two resolutions and area-downsampled
+for the smaller - adds each prior's sample PSNR / LPIPS at the smaller resolution, where both can be
+compared, and ``--image`` writes a side-by-side of samples: other prior | this prior | ground truth.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import tyro
 from tyro.conf import Positional
 
-from reconfusion.metrics import psnr, ssim
+from reconfusion.files import write_image
+from reconfusion.metrics import load_lpips, psnr, ssim
 from reconfusion.prior import ReconFusionPrior
 from train_prior.datasets import MultiviewDataset, WeightedSource
 from train_prior.readers import read_scene_folders
@@ -23,18 +28,32 @@ from train_prior.readers import read_scene_folders
 
 @dataclass(frozen=True)
 class PriorQuality:
-    """Means over held-out examples (3 observed views + 1 target each)."""
+    """Means over held-out examples (3 observed views + 1 target each), at the prior's resolution."""
 
     examples: int
     """How many examples were scored."""
+    resolution: int
+    """The prior's image side; every image below is at it unless named otherwise."""
+    autoencoder_psnr: float
+    """PSNR of the target after the autoencoder's round trip D(E(x)): the ceiling of any sample."""
     pixelnerf_psnr: float
     """PSNR of PixelNeRF's RGB (latent resolution) against the downsampled target."""
     sample_psnr: float
     """PSNR of a 10-step guided sample from pure noise against the target."""
     sample_ssim: float
     """SSIM of the same samples."""
+    sample_lpips: float
+    """LPIPS of the same samples (the backend is in ``lpips_backend``)."""
     refine_psnr: float
     """PSNR of a sample started at t = 0.5 from PixelNeRF's RGB upsampled (an annealed-loss-like refinement)."""
+    lpips_backend: str = ""
+    """Which LPIPS network scored ``sample_lpips``."""
+    common_resolution: int | None = None
+    """With --compare: the smaller of the two priors' resolutions, where the next two are scored."""
+    sample_psnr_common: float | None = None
+    """Sample PSNR with sample and target area-downsampled to ``common_resolution``."""
+    sample_lpips_common: float | None = None
+    """Sample LPIPS at ``common_resolution``."""
 
 
 def heldout_dataset(data: tuple[Path, ...], resolution: int, seed: int) -> MultiviewDataset:
@@ -42,41 +61,96 @@ def heldout_dataset(data: tuple[Path, ...], resolution: int, seed: int) -> Multi
     return MultiviewDataset([WeightedSource(scenes)], resolution=resolution, seed=seed, crop_scale=(1.0, 1.0))
 
 
+def resized_batch(batch: dict[str, torch.Tensor], resolution: int) -> dict[str, torch.Tensor]:
+    """The same examples at ``resolution`` (images area-averaged, intrinsics scaled)."""
+    side = batch["target_image"].shape[-1]
+    if side == resolution:
+        return batch
+    scale, out = resolution / side, dict(batch)
+    for key in ("observed_images", "target_image"):
+        images = batch[key]
+        flat = images.flatten(0, -4) if images.dim() > 4 else images
+        out[key] = F.interpolate(flat, size=(resolution, resolution), mode="area").view(*images.shape[:-2], resolution, resolution)
+    for key in ("observed_intrinsics", "target_intrinsics"):
+        out[key] = batch[key] * scale
+    return out
+
+
 @torch.no_grad()
 def evaluate_prior(prior: ReconFusionPrior, data: tuple[Path, ...], examples: int = 64, batch_size: int = 16,
                    seed: int = 12345) -> PriorQuality:
     """Score ``prior`` on ``examples`` deterministic examples drawn from the scene folders ``data``."""
-    dataset = heldout_dataset(data, prior.resolution, seed)
-    prior.eval()
-    totals = {"pixelnerf_psnr": 0.0, "sample_psnr": 0.0, "sample_ssim": 0.0, "refine_psnr": 0.0}
+    return compare_priors({"prior": prior}, data, examples, batch_size, seed)[0]["prior"]
+
+
+@torch.no_grad()
+def compare_priors(priors: dict[str, ReconFusionPrior], data: tuple[Path, ...], examples: int = 64,
+                   batch_size: int = 16, seed: int = 12345) -> tuple[dict[str, PriorQuality], dict[str, torch.Tensor]]:
+    """Score every prior on the same examples; also the first batch's samples (and ``"target"``) at the largest
+    resolution, for a side-by-side image."""
+    largest = max(p.resolution for p in priors.values())
+    common = min(p.resolution for p in priors.values()) if len(priors) > 1 else None
+    dataset = heldout_dataset(data, largest, seed)
+    lpips = load_lpips("auto")
+    totals: dict[str, dict[str, float]] = {name: {} for name in priors}
+    shown: dict[str, torch.Tensor] = {}
     for first in range(0, examples, batch_size):
         items = [dataset[i] for i in range(first, min(first + batch_size, examples))]
-        batch = {k: torch.stack([item[k] for item in items]).to(prior.device) for k in items[0]}
-        for key, value in _score_batch(prior, batch, seed + first).items():
-            totals[key] += value * len(items)
-    return PriorQuality(examples=examples, **{k: v / examples for k, v in totals.items()})
+        batch = {k: torch.stack([item[k] for item in items]) for k in items[0]}
+        for name, prior in priors.items():
+            prior.eval()
+            own = {k: v.to(prior.device) for k, v in resized_batch(batch, prior.resolution).items()}
+            scores, sample = _score_batch(prior, own, seed + first, lpips, common)
+            for key, value in scores.items():
+                totals[name][key] = totals[name].get(key, 0.0) + value * len(items)
+            if first == 0:
+                shown[name] = F.interpolate(sample.float().cpu(), size=(largest, largest), mode="bilinear", align_corners=False)
+        shown.setdefault("target", batch["target_image"])
+    qualities = {
+        name: PriorQuality(examples=examples, resolution=priors[name].resolution, lpips_backend=lpips.backend,
+                           common_resolution=common, **{k: v / examples for k, v in sums.items()})
+        for name, sums in totals.items()
+    }  # fmt: skip
+    return qualities, shown
 
 
-def _score_batch(prior: ReconFusionPrior, batch: dict, seed: int) -> dict[str, float]:
+def _score_batch(prior: ReconFusionPrior, batch: dict, seed: int, lpips, common: int | None) -> tuple[dict[str, float], torch.Tensor]:
     views = (batch["observed_images"], batch["observed_c2w"], batch["observed_intrinsics"],
              batch["target_c2w"], batch["target_intrinsics"])
     target = batch["target_image"]
     condition = prior.condition(*views, near=batch["near"], far=batch["far"], stratified=False)
     small_target = F.interpolate(target, size=condition.rgb.shape[-2:], mode="area")
     generator = torch.Generator(device=prior.device).manual_seed(seed)
-    sample = prior.sample(*views, near=batch["near"], far=batch["far"], generator=generator)
+    sample = prior.sample(*views, near=batch["near"], far=batch["far"], generator=generator).float()
     coarse = F.interpolate(condition.rgb, size=target.shape[-2:], mode="bilinear", align_corners=False)
     refined = prior.sample(*views, init_images=coarse, t_start=0.5, near=batch["near"], far=batch["far"],
                            generator=generator)
-    return {
+    round_trip = prior.decode_latents(prior.encode_images(target)).float().clamp(0, 1)
+    lpips = lpips.to(sample.device)
+    scores = {
+        "autoencoder_psnr": float(psnr(round_trip, target).mean()),
         "pixelnerf_psnr": float(psnr(condition.rgb.clamp(0, 1), small_target).mean()),
         "sample_psnr": float(psnr(sample, target).mean()),
         "sample_ssim": float(ssim(sample, target).mean()),
+        "sample_lpips": float(lpips(sample, target).mean()),
         "refine_psnr": float(psnr(refined, target).mean()),
     }
+    if common is not None:
+        small_sample, small = (F.interpolate(x, size=(common, common), mode="area") for x in (sample, target))
+        scores["sample_psnr_common"] = float(psnr(small_sample, small).mean())
+        scores["sample_lpips_common"] = float(lpips(small_sample, small).mean())
+    return scores, sample
 
 
-def main(prior: Positional[Path], data: tuple[Path, ...], examples: int = 64, seed: int = 12345) -> None:
+def side_by_side(columns: list[torch.Tensor], path: Path, rows: int = 4) -> Path:
+    """A PNG with one row per example and the given (B, 3, S, S) image batches as columns."""
+    grid = torch.cat([torch.cat(list(column[:rows].clamp(0, 1)), dim=-2) for column in columns], dim=-1)
+    write_image(path, np.ascontiguousarray(grid.permute(1, 2, 0).numpy()))
+    return path
+
+
+def main(prior: Positional[Path], data: tuple[Path, ...], examples: int = 64, seed: int = 12345,
+         compare: Path | None = None, image: Path | None = None) -> None:
     """Print the held-out quality of the prior saved in PRIOR as JSON.
 
     Args:
@@ -84,9 +158,19 @@ def main(prior: Positional[Path], data: tuple[Path, ...], examples: int = 64, se
         data: Held-out scene folders (never used for training).
         examples: Number of (3 observed + 1 target) examples scored.
         seed: Chooses the examples and the sampling noise.
+        compare: Another prior folder (e.g. the previous bundled prior) scored on the same examples.
+        image: With --compare: write samples of the first examples here (rows), as compare | prior | ground truth.
     """
-    model = ReconFusionPrior.from_pretrained(prior).to("cuda" if torch.cuda.is_available() else "cpu")
-    print(json.dumps(asdict(evaluate_prior(model, data, examples=examples, seed=seed)), indent=2))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    priors = {"prior": ReconFusionPrior.from_pretrained(prior).to(device)}
+    if compare is not None:
+        priors["compare"] = ReconFusionPrior.from_pretrained(compare).to(device)
+    qualities, shown = compare_priors(priors, data, examples=examples, seed=seed)
+    if image is not None:
+        order = [name for name in ("compare", "prior") if name in shown] + ["target"]
+        print(f"wrote {side_by_side([shown[name] for name in order], image)} (columns: {' | '.join(order)})")
+    result = {name: asdict(quality) for name, quality in qualities.items()}
+    print(json.dumps(result if compare is not None else result["prior"], indent=2))
 
 
 if __name__ == "__main__":

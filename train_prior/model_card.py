@@ -9,10 +9,63 @@ from pathlib import Path
 
 import torch
 
-from reconfusion.files import write_json
+from reconfusion.files import read_json, write_json
 from reconfusion.prior import ReconFusionPrior
 from train_prior.config import TrainConfig
 from train_prior.evaluation import evaluate_prior
+from train_prior.readers import READERS, MultiviewScene
+
+LICENCE_NAMES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "LICENCE", "COPYING")
+MANIFEST = "manifest.json"
+"""The training manifest beside the exported prior: one row per training scene, with source and licence."""
+
+
+def _licence_near(folder: Path, root: Path) -> str | None:
+    """The first licence file in ``folder`` or a parent of it up to ``root``'s parent."""
+    stop = root.resolve().parent
+    for parent in [folder.resolve(), *folder.resolve().parents]:
+        found = next((parent / name for name in LICENCE_NAMES if (parent / name).is_file()), None)
+        if found is not None or parent == stop:
+            return str(found) if found is not None else None
+    return None
+
+
+def _provenance(scene: MultiviewScene, root: Path) -> tuple[str, str]:
+    """(source, licence) of a training scene: what generated it (procedural seed, rendered mesh) or where it
+    lies, and the licence file found for it ("procedural" for generated scenes, "not found" otherwise)."""
+    folder = scene.image_paths[0].parent
+    transforms = folder.parent / "transforms.json"
+    header = read_json(transforms) if transforms.is_file() else {}
+    if "synthetic" in header:
+        info = header["synthetic"]
+        return f"{info.get('generator')}, {info.get('layout')}, seed {info.get('seed')}", "procedural (generated here)"
+    if "mesh_render" in header:
+        info = header["mesh_render"]
+        return f"mesh {info.get('mesh')} ({info.get('generator')})", str(info.get("licence_file") or "not found")
+    return str(folder), _licence_near(folder, root) or "not found"
+
+
+def training_manifest(config: TrainConfig) -> list[dict]:
+    """One row per training scene of ``config``'s datasets: dataset, scene, views, source and licence."""
+    rows = []
+    for dataset in config.all_datasets():
+        for scene in READERS[dataset.format](dataset.path, min_views=config.num_observed + 1):
+            source, licence = _provenance(scene, Path(dataset.path))
+            rows.append({"dataset": str(dataset.path), "format": dataset.format, "weight": dataset.weight,
+                         "scene": scene.name, "views": len(scene), "source": source, "licence": licence})  # fmt: skip
+    return rows
+
+
+def manifest_table(rows: list[dict]) -> list[str]:
+    """Markdown lines summarising the manifest: one line per dataset and licence."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for row in rows:
+        licence = row["licence"] if row["licence"].startswith("procedural") else Path(row["licence"]).parent.name + "/" + Path(row["licence"]).name
+        groups.setdefault((row["dataset"], row["format"], licence if row["licence"] != "not found" else "not found"), []).append(row)
+    lines = ["| dataset | format | scenes | views | licence file |", "|---|---|---|---|---|"]
+    for (dataset, fmt, licence), members in groups.items():
+        lines.append(f"| `{dataset}` | {fmt} | {len(members)} | {sum(r['views'] for r in members)} | {licence} |")
+    return lines
 
 
 def machine_description() -> str:
@@ -25,6 +78,8 @@ def write_model_card(config: TrainConfig, step: int, train_seconds: float, num_p
     """Evaluate the exported prior on config.eval_data and write README.md + metrics.json beside it."""
     folder = config.output_dir / "prior"
     data = "\n".join(f"  - `{d.path}` ({d.format}, weight {d.weight})" for d in config.all_datasets())
+    manifest = training_manifest(config)
+    write_json(folder / MANIFEST, manifest)
     lines = [
         f"# ReconFusion prior ({config.preset} preset)",
         "",
@@ -37,6 +92,10 @@ def write_model_card(config: TrainConfig, step: int, train_seconds: float, num_p
         f"- steps: {step}, batch {config.batch_size} x {num_processes} processes x {config.gradient_accumulation} accumulation,"
         f" resolution {config.resolution}, learning rate {config.learning_rate}, EMA {config.ema_decay}",
         f"- time: {train_seconds / 60:.1f} min on {machine_description()}",
+        "",
+        f"Training scenes and their licences (every scene with its source in `{MANIFEST}`):",
+        "",
+        *manifest_table(manifest),
     ]
     if config.eval_data:
         quality = evaluate_prior(ReconFusionPrior.from_pretrained(folder).to(_device()), config.eval_data)
