@@ -16,7 +16,7 @@ from typing import Annotated, Literal, Union
 import tyro
 from tyro.conf import Positional, arg, subcommand
 
-from reconfusion.benchmark import BenchmarkConfig
+from reconfusion_benchmark.runs import BenchmarkConfig
 from reconfusion.files import InputError
 
 logger = logging.getLogger("reconfusion")
@@ -207,7 +207,7 @@ class Benchmark(BenchmarkConfig):
     """Fit and evaluate every (scene, views, method) with nerfstudio; write results, tables, plots, grids."""
 
     def run(self) -> None:
-        from reconfusion.benchmark import run_benchmark
+        from reconfusion_benchmark.sweep import run_benchmark
 
         run_benchmark(self)
 
@@ -229,29 +229,9 @@ class Demo:
     """Training views."""
 
     def run(self) -> None:
-        from rich.console import Console
+        from reconfusion_benchmark.demo import run_demo
 
-        from reconfusion.benchmark import BenchmarkConfig, run_benchmark
-        from reconfusion.benchmark_report import rich_table
-
-        scene = _demo_scene(self.out / "data", self.seed, self.layout)
-        config = BenchmarkConfig(
-            scenes=(scene,), views=(self.views,), methods=("baseline", "reconfusion"), out=self.out, preset="cpu",
-            iterations=self.iterations, report=self.out / "report.md", title="reconfusion demo", jobs=2,
-        )  # fmt: skip
-        results = run_benchmark(config)
-        Console().print(rich_table(results))
-        logger.info("report %s; figures (plots, test-view grids) in %s", config.report, self.out / "figures")
-
-
-def _demo_scene(folder: Path, seed: int, layout: str) -> Path:
-    """The demo's procedural scene (24 views at 64x64), generated once."""
-    scene = folder / f"scene_{seed:05d}"
-    if (scene / "transforms.json").is_file():
-        return scene
-    from data_tools.synthetic import generate_scenes
-
-    return generate_scenes(folder, num_scenes=1, num_views=24, resolution=64, layout=layout, seed=seed)[0]
+        run_demo(self.out, self.iterations, self.seed, self.layout, self.views)
 
 
 Command = Union[

@@ -15,8 +15,8 @@ import pytest
 import tyro
 from PIL import Image
 
-from reconfusion import benchmark_runner
-from reconfusion.benchmark import (
+from reconfusion_benchmark import runner as benchmark_runner
+from reconfusion_benchmark.runs import (
     METHODS,
     BenchmarkConfig,
     Run,
@@ -24,9 +24,9 @@ from reconfusion.benchmark import (
     command_line,
     parse_shard,
     plan_runs,
-    run_benchmark,
     shard_runs,
 )
+from reconfusion_benchmark.sweep import run_benchmark
 from reconfusion.cli import Benchmark, Command, Demo
 from reconfusion.files import InputError
 
@@ -197,7 +197,7 @@ def test_report_has_tables_plots_and_grids(tmp_path):
 
 
 def test_differences_to_the_baseline_are_paired_by_scene(tmp_path):
-    from reconfusion.benchmark_report import paired_difference
+    from reconfusion_benchmark.report import paired_difference
 
     fit, cfg = fake_fit(), config(tmp_path)
     rows = [fit(Run(scene, 3, method), cfg, {}) for scene in SCENES[:2] for method in ("baseline", "reconfusion")]
@@ -208,7 +208,7 @@ def test_differences_to_the_baseline_are_paired_by_scene(tmp_path):
 
 
 def test_bootstrap_interval_brackets_the_mean():
-    from reconfusion.benchmark_report import bootstrap_interval
+    from reconfusion_benchmark.report import bootstrap_interval
 
     values = [1.0, 2.0, 3.0, 4.0, 10.0]
     low, high = bootstrap_interval(values)
@@ -218,7 +218,7 @@ def test_bootstrap_interval_brackets_the_mean():
 
 
 def test_ablation_compares_the_modes_on_the_same_scenes(tmp_path):
-    from reconfusion.benchmark_report import ablation_results, markdown_report
+    from reconfusion_benchmark.report import ablation_results, markdown_report
 
     fit, cfg = fake_fit(), config(tmp_path)
     main = [fit(Run(scene, 3, method), cfg, {}) for scene in SCENES[:2] for method in ("baseline", "reconfusion")]
@@ -303,7 +303,7 @@ def test_command_line_round_trips():
 
 
 def test_benchmark_modules_do_not_import_nerfstudio():
-    code = ("import sys, reconfusion.benchmark, reconfusion.benchmark_runner, reconfusion.benchmark_report, "
+    code = ("import sys, reconfusion_benchmark.sweep, reconfusion_benchmark.runner, reconfusion_benchmark.report, "
             "reconfusion.cli; print([m for m in sys.modules if m.startswith('nerfstudio')])")  # fmt: skip
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"

@@ -1,5 +1,6 @@
 """The training loop: resume gives the same run as no interruption, data parallelism keeps ranks in sync."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from reconfusion.prior import ReconFusionPrior
 from train_prior.__main__ import run
 from train_prior.checkpoints import completed_checkpoints
 from train_prior.config import TrainConfig
+from train_prior.monitoring import read_scalars
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,6 +45,12 @@ def test_resume_reproduces_an_uninterrupted_run(training_data, tmp_path):
     assert [step for step, _ in completed_checkpoints(tmp_path / "resumed")] == [2, 4]
     exported = ReconFusionPrior.from_pretrained(tmp_path / "resumed" / "prior")
     assert exported.resolution == 64
+    card = (tmp_path / "resumed" / "prior" / "README.md").read_text()
+    assert "![loss curves](loss_curves.png)" in card and (tmp_path / "resumed" / "prior" / "loss_curves.png").is_file()
+    steps, _ = read_scalars(tmp_path / "resumed" / "logs", ("loss",))["loss"]
+    assert steps == [1, 2, 3, 4]  # both runs' logs, in order
+    manifest = json.loads((tmp_path / "resumed" / "prior" / "manifest.json").read_text())
+    assert [row["scene"] for row in manifest] == ["scene_00003", "scene_00004"]
 
 
 def test_vae_stage_sets_the_latent_scaling(training_data, tmp_path):
@@ -74,6 +82,7 @@ import sys, torch
 from pathlib import Path
 from train_prior.__main__ import run
 from train_prior.config import TrainConfig
+from train_prior.monitoring import read_scalars
 out = Path(sys.argv[1])
 training = run(TrainConfig(data=(Path(sys.argv[2]),), vae=Path(sys.argv[3]), output_dir=out, steps=2, batch_size=1,
                            image_every=0, ema_decay=0.0, cpu=True))

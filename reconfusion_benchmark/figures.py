@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from reconfusion.benchmark import METHODS, RunResult, group_key
+from reconfusion_benchmark.runs import METHODS, RunResult, group_key
 
 logger = logging.getLogger("reconfusion")
 

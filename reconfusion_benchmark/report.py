@@ -1,7 +1,7 @@
 """The benchmark's report: results.csv / results.json, a Markdown report, plots and image grids.
 
 - results.csv / results.json: one row per (scene, views, method), sorted by group, scene, views and
-  the method order of :data:`reconfusion.benchmark.METHODS`;
+  the method order of :data:`reconfusion_benchmark.runs.METHODS`;
 - the Markdown report: how it was made (the data and benchmark commands, machine, date, LPIPS backend,
   resolution), means per view count for each group of scenes with the difference to the baseline,
   and every scene's numbers;
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reconfusion.benchmark import METHODS, BenchmarkConfig, RunResult, command_line, group_key
-from reconfusion.benchmark_figures import write_comparison, write_grids, write_plots
+from reconfusion_benchmark.runs import METHODS, BenchmarkConfig, RunResult, command_line, group_key
+from reconfusion_benchmark.figures import write_comparison, write_grids, write_plots
 from reconfusion.files import read_json, write_json
 
 logger = logging.getLogger("reconfusion")

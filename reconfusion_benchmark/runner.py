@@ -23,7 +23,7 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from reconfusion.benchmark import METHODS, PRIOR_FLAG, BenchmarkConfig, Run, RunResult
+from reconfusion_benchmark.runs import METHODS, PRIOR_FLAG, BenchmarkConfig, Run, RunResult
 from reconfusion.files import InputError, read_json
 
 logger = logging.getLogger("reconfusion")
