@@ -13,6 +13,7 @@ from reconfusion.files import read_json, write_json
 from reconfusion.prior import ReconFusionPrior
 from train_prior.config import TrainConfig
 from train_prior.evaluation import evaluate_prior
+from train_prior.monitoring import plot_loss_curves
 from train_prior.readers import READERS, MultiviewScene
 
 LICENCE_NAMES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "LICENCE", "COPYING")
@@ -97,6 +98,8 @@ def write_model_card(config: TrainConfig, step: int, train_seconds: float, num_p
         "",
         *manifest_table(manifest),
     ]
+    if plot_loss_curves(config.output_dir / "logs", folder / "loss_curves.png") is not None:
+        lines += ["", "Training losses (tensorboard logs in `logs/` of the run):", "", "![loss curves](loss_curves.png)"]
     if config.eval_data:
         quality = evaluate_prior(ReconFusionPrior.from_pretrained(folder).to(_device()), config.eval_data)
         write_json(folder / "metrics.json", asdict(quality))

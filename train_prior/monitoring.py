@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -65,3 +66,37 @@ def image_grid(objective: torch.nn.Module, dataset: MultiviewDataset, count: int
 def log_image_grid(accelerator: Accelerator, objective: torch.nn.Module, dataset: MultiviewDataset, step: int) -> None:
     tracker = accelerator.get_tracker("tensorboard", unwrap=True)
     tracker.add_image("examples", image_grid(objective, dataset), step)
+
+
+def read_scalars(log_dir: Path, tags: tuple[str, ...]) -> dict[str, tuple[list[int], list[float]]]:
+    """(steps, values) of each tag found in the tensorboard event files under ``log_dir`` (all resumed runs)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    series: dict[int, dict[str, float]] = {}
+    for events in sorted({p.parent for p in Path(log_dir).rglob("events.out.tfevents.*")}):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        for tag in set(tags) & set(accumulator.Tags().get("scalars", [])):
+            for event in accumulator.Scalars(tag):
+                series.setdefault(event.step, {})[tag] = event.value  # a resumed run's steps replace the old ones
+    steps = sorted(series)
+    return {tag: ([s for s in steps if tag in series[s]], [series[s][tag] for s in steps if tag in series[s]]) for tag in tags}
+
+
+def plot_loss_curves(log_dir: Path, out: Path, tags: tuple[str, ...] = ("loss", "diffusion", "pixelnerf")) -> Path | None:
+    """A PNG of the training losses logged under ``log_dir`` (None when nothing was logged)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    curves = {tag: xy for tag, xy in read_scalars(log_dir, tags).items() if xy[0]}
+    if not curves:
+        return None
+    figure = Figure(figsize=(6, 3.5))
+    axes = figure.add_subplot()
+    for tag, (steps, values) in curves.items():
+        axes.plot(steps, values, label=tag)
+    axes.set(xlabel="optimizer step", ylabel="loss at the logged steps", yscale="log")
+    axes.legend()
+    figure.tight_layout()
+    FigureCanvasAgg(figure).print_png(str(out))
+    return out
