@@ -11,7 +11,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union
 
 import tyro
 from tyro.conf import Positional, arg, subcommand
@@ -234,7 +234,35 @@ class Demo:
         run_demo(self.out, self.iterations, self.seed, self.layout, self.views)
 
 
+@dataclass(frozen=True)
+class Fit:
+    """From photos to a result: pose them with COLMAP (unless SOURCE is a scene folder), write the split,
+    fit with ns-train reconfusion (GPU preset with CUDA, else the CPU one), score the held-out views with
+    ns-eval, render an orbit video; prints where everything is."""
+
+    source: Positional[Annotated[Path, arg(metavar="PHOTOS_OR_SCENE")]]
+    """A folder of photos (jpg/png), or a scene folder with transforms.json."""
+    views: int = 3
+    """Training views (the rest of every 8th image is held out for scoring)."""
+    out: Path = Path("outputs/fit")
+    """Output folder: scene/ (posed photos), runs/ (nerfstudio), eval.json, test_renders/, orbit.mp4."""
+    preset: Literal["auto", "cpu", "gpu"] = "auto"
+    """nerfstudio method size; auto: gpu where CUDA is available."""
+    iterations: Optional[int] = None
+    """Training iterations (default: the method's own: 30000 on the GPU, 2000 on the CPU)."""
+    prior: str = "bundled"
+    """The diffusion prior: "bundled", a folder written by train_prior, or a hub id."""
+    video_frames: int = 90
+    """Frames of the orbit video (6 seconds)."""
+
+    def run(self) -> None:
+        from reconfusion_benchmark.fit import fit_photos
+
+        fit_photos(self.source, self.out, self.views, self.preset, self.iterations, self.prior, self.video_frames)
+
+
 Command = Union[
+    Annotated[Fit, subcommand("fit")],
     Annotated[Data, subcommand("data")],
     Annotated[Info, subcommand("info")],
     Annotated[Benchmark, subcommand("benchmark")],
