@@ -26,9 +26,10 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from reconfusion.cameras import colmap_to_opengl
 from reconfusion.files import IMAGE_SUFFIXES, InputError, read_image, read_json, write_json
@@ -81,8 +82,8 @@ def pose_images(
         work = Path(work_dir)
         log_path = work / LOG_FILE
         try:
-            with _redirect_output(log_path):
-                recon = _reconstruct(pycolmap, images, names, work, matcher, camera_model, colmap_device)
+            with _redirect_output(log_path) as terminal:
+                recon = _reconstruct(pycolmap, images, names, work, matcher, camera_model, colmap_device, terminal)
             _check_registered(recon, len(names), min_registered, images)
         except Exception:
             kept = _keep_log(log_path, out.parent / f"{out.name}.colmap.log")
@@ -154,24 +155,39 @@ def _resolve_device(pycolmap, device: str):
     return pycolmap.Device.cuda if use_cuda else pycolmap.Device.cpu
 
 
-def _reconstruct(pycolmap, images: Path, names: list[str], work: Path, matcher: str, camera_model: str, device):
-    """Features, matches and incremental mapping; the largest reconstruction, or None."""
+def _reconstruct(pycolmap, images: Path, names: list[str], work: Path, matcher: str, camera_model: str, device,
+                 terminal=None):
+    """Features, matches and incremental mapping; the largest reconstruction, or None. Progress (stage, then
+    photos registered) goes to ``terminal``."""
     database = work / "database.db"
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = camera_model
     pycolmap.set_random_seed(0)
+    progress = tqdm(total=len(names) + 2, desc="COLMAP features", unit="step", file=terminal, disable=terminal is None)
     pycolmap.extract_features(
         database, images, image_names=names, camera_mode=pycolmap.CameraMode.SINGLE,
         reader_options=reader, device=device,
     )
+    progress.set_description("COLMAP matching")
+    progress.update(1)
     if matcher == "sequential":
         pycolmap.match_sequential(database, device=device)
     else:
         pycolmap.match_exhaustive(database, device=device)
+    progress.set_description("COLMAP mapping (photos registered)")
+    progress.update(1)
     options = pycolmap.IncrementalPipelineOptions()
     options.random_seed = 0
     options.min_model_size = MIN_IMAGES
-    models = pycolmap.incremental_mapping(database, images, work / "sparse", options=options)
+
+    def registered(count: int) -> None:
+        progress.update(min(count, progress.total - progress.n))
+
+    models = pycolmap.incremental_mapping(
+        database, images, work / "sparse", options=options,
+        initial_image_pair_callback=lambda: registered(2), next_image_callback=lambda: registered(1),
+    )
+    progress.close()
     if not models:
         return None
     return max(models.values(), key=lambda recon: recon.num_reg_images())
@@ -268,8 +284,9 @@ def original_names(scene_dir: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _redirect_output(log_path: Path) -> Iterator[None]:
-    """Send everything written to file descriptors 1 and 2 (C++ glog included) to ``log_path``."""
+def _redirect_output(log_path: Path) -> Iterator[TextIO]:
+    """Send everything written to file descriptors 1 and 2 (C++ glog included) to ``log_path``; yields a stream
+    to the terminal's stderr, for progress."""
     import pycolmap
 
     for level in (pycolmap.logging.Level.INFO, pycolmap.logging.Level.WARNING,
@@ -278,11 +295,11 @@ def _redirect_output(log_path: Path) -> Iterator[None]:
     _flush_all()
     saved = [os.dup(1), os.dup(2)]
     try:
-        with open(log_path, "ab") as log:
+        with open(log_path, "ab") as log, os.fdopen(os.dup(saved[1]), "w") as terminal:
             os.dup2(log.fileno(), 1)
             os.dup2(log.fileno(), 2)
             try:
-                yield
+                yield terminal
             finally:
                 _flush_all()
                 os.dup2(saved[0], 1)

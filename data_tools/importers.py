@@ -190,7 +190,7 @@ def _import_llff(src: Path, out: Path, downscale: int, overwrite: bool) -> None:
     intrinsics = np.stack([fx, fx, sizes[:, 0] / 2.0, sizes[:, 1] / 2.0], axis=-1)
     extra = _source_info("llff", src, downscale=downscale, world="LLFF units, not rescaled or recentred")
     extra[BOUNDS_KEY] = bounds.tolist()
-    write_scene(out, images, c2w, intrinsics, sizes=sizes, extra=extra, overwrite=overwrite)
+    write_scene(out, images, c2w, intrinsics, sizes=sizes, extra=extra, overwrite=overwrite, progress="importing images")
     logger.info(
         "llff: imported %d frames (%dx%d, from %s) into %s; near/far kept as %s",
         len(images), sizes[0, 0], sizes[0, 1], image_dir.name, out, BOUNDS_KEY,
@@ -261,7 +261,7 @@ def _import_blender(src: Path, out: Path, background: tuple[float, float, float]
     extra = _source_info("blender", src)
     extra[SUBSETS_KEY] = subsets
     extra[BACKGROUND_KEY] = list(background)
-    write_scene(out, paths, c2w, np.array(intrinsics), sizes=sizes, extra=extra, overwrite=overwrite)
+    write_scene(out, paths, c2w, np.array(intrinsics), sizes=sizes, extra=extra, overwrite=overwrite, progress="importing images")
     counts = {name: subsets.count(name) for name in BLENDER_SUBSETS}
     logger.info("blender: imported %d RGBA frames %s (background %s) into %s", len(paths), counts, list(background), out)
 
@@ -325,7 +325,7 @@ def _rewrite(src: Path, out: Path, format: str, overwrite: bool) -> Scene:
         extra[SUBSETS_KEY] = subsets
     write_scene(
         out, list(scene.image_paths), scene.c2w, scene.intrinsics, sizes=scene.sizes, distortion=scene.distortion,
-        splits=scene.splits, depths=_depths(scene), extra=extra, overwrite=overwrite,
+        splits=scene.splits, depths=_depths(scene), extra=extra, overwrite=overwrite, progress="importing images",
     )
     return scene
 
@@ -443,7 +443,7 @@ def _import_dtu(src: Path, out: Path, overwrite: bool) -> None:
     if masks is not None:
         frames = _WithAlpha(images, masks)
         extra[BACKGROUND_KEY] = [1.0, 1.0, 1.0]
-    write_scene(out, frames, c2w, intrinsics, sizes=sizes, extra=extra, overwrite=overwrite)
+    write_scene(out, frames, c2w, intrinsics, sizes=sizes, extra=extra, overwrite=overwrite, progress="importing images")
     logger.info(
         "dtu: imported %d frames (%dx%d) with cameras from %s%s into %s", len(images), *sizes[0], cameras.name,
         " and object masks as alpha" if masks is not None else "", out,

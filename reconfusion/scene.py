@@ -318,10 +318,12 @@ def write_scene(
     depths: Sequence[np.ndarray] | None = None,
     extra: dict | None = None,
     overwrite: bool = False,
+    progress: str | None = None,
 ) -> Path:
     """Write a scene folder atomically; frame ``i`` becomes ``images/frame_{i:05d}.*``.
 
-    ``images`` holds float arrays (written as PNG) or paths of files to copy unchanged.
+    ``images`` holds float arrays (written as PNG) or paths of files to copy unchanged. With ``progress``
+    (a description), a progress bar counts the images written (not inside another live display).
     """
     c2w = check_poses(c2w, str(out))
     num = len(images)
@@ -333,7 +335,12 @@ def write_scene(
     frames = []
     with atomic_directory(out, overwrite=overwrite) as tmp:
         (tmp / "images").mkdir()
-        for i, image in enumerate(images):
+        numbered = enumerate(images)
+        if progress is not None:
+            from rich.progress import track
+
+            numbered = track(numbered, description=progress, total=num, transient=True)
+        for i, image in numbered:
             frames.append(_write_frame(tmp, i, image, c2w[i], intrinsics[i], sizes[i], distortion[i]))
             if depths is not None:
                 np.save(tmp / "images" / f"depth_{i:05d}.npy", depths[i].astype(np.float32))

@@ -128,7 +128,9 @@ def test_fern_poses_match_llff(tmp_path, capfd, caplog):
     assert 0.0 < result.mean_reprojection_error < 2.0
     assert result.log_path == tmp_path / "fern" / "colmap.log" and result.log_path.stat().st_size > 0
     assert f"registered {result.registered}/20" in caplog.text
-    assert "feature_extraction" not in "".join(capfd.readouterr())
+    terminal = "".join(capfd.readouterr())
+    assert "feature_extraction" not in terminal
+    assert "COLMAP mapping (photos registered)" in terminal and f"{result.registered + 2}/22" in terminal  # the bar
 
     scene = load_scene(result.scene_dir)
     assert len(scene) == result.registered
