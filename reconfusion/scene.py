@@ -81,6 +81,11 @@ class Scene:
     """Whether any image carries alpha (an object mask)."""
     bounds: np.ndarray | None = None
     """(N, 2) near/far per frame in world units (``reconfusion_bounds``), or None."""
+    mask_paths: tuple[Path, ...] | None = None
+    """Object masks kept in files of their own (a training dataset's), one per frame: the brightest channel
+    of each is that frame's alpha; None where alpha, if any, is in the images."""
+    name: str = ""
+    """How messages name the scene (a training dataset's folder below its root); empty: the folder's path."""
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -92,11 +97,14 @@ class Scene:
 
     def image(self, index: int) -> np.ndarray:
         """Frame ``index`` as float32 (H, W, 3) in [0, 1], composed on :attr:`display_background`."""
-        return composite(read_rgba(self.image_paths[index]), self.display_background)
+        return composite(self.rgba(index), self.display_background)
 
     def rgba(self, index: int) -> np.ndarray:
-        """Frame ``index`` as float32 (H, W, 4); alpha 1 where the file has none."""
-        return read_rgba(self.image_paths[index])
+        """Frame ``index`` as float32 (H, W, 4): alpha from its mask file, else from the image (1 where none)."""
+        rgba = read_rgba(self.image_paths[index])
+        if self.mask_paths is not None:
+            rgba[..., 3] = read_rgba(self.mask_paths[index])[..., :3].max(axis=-1)
+        return rgba
 
     def split(self, num_views: int) -> Split:
         if num_views not in self.splits:

@@ -15,15 +15,14 @@ import torch
 from PIL import Image
 
 from reconfusion.cameras import normalize_for_prior
-from reconfusion.files import composite, read_image
-from train_prior.readers import MultiviewScene
+from reconfusion.scene import Scene
 
 
 @dataclass(frozen=True)
 class WeightedSource:
     """Scenes of one dataset and its share of the examples."""
 
-    scenes: Sequence[MultiviewScene]
+    scenes: Sequence[Scene]
     weight: float = 1.0
 
 
@@ -43,16 +42,12 @@ def _crop_and_resize(image: np.ndarray, intrinsics: np.ndarray, resolution: int,
     return resized, np.array([fx * scale, fy * scale, (cx - left) * scale, (cy - top) * scale])
 
 
-def _read_view(scene: MultiviewScene, view: int) -> np.ndarray:
-    """A view's RGB in [0, 1]; with a mask, composed on the scene's background with the mask's brightest channel as alpha."""
-    image = read_image(scene.image_paths[view], scene.background)
-    if scene.mask_paths is None:
-        return image
-    alpha = read_image(scene.mask_paths[view]).max(axis=-1, keepdims=True)
-    return composite(np.concatenate([image, alpha], axis=-1), scene.background)
+def _read_view(scene: Scene, view: int) -> np.ndarray:
+    """A view's RGB in [0, 1], composed on the scene's background (with its mask, where it has one)."""
+    return scene.image(view)
 
 
-def _choose_views(scene: MultiviewScene, num_observed: int, neighbourhood: int, rng: np.random.Generator):
+def _choose_views(scene: Scene, num_observed: int, neighbourhood: int, rng: np.random.Generator):
     """A random target and ``num_observed`` distinct views among its nearest ``neighbourhood``."""
     target = int(rng.integers(len(scene)))
     centres = scene.c2w[:, :3, 3]

@@ -14,7 +14,8 @@ from reconfusion.prior import ReconFusionPrior
 from train_prior.config import TrainConfig
 from train_prior.evaluation import evaluate_prior
 from train_prior.monitoring import plot_loss_curves
-from train_prior.readers import READERS, MultiviewScene
+from reconfusion.scene import Scene
+from train_prior.readers import READERS
 
 LICENCE_NAMES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "LICENCE", "COPYING")
 MANIFEST = "manifest.json"
@@ -31,7 +32,7 @@ def _licence_near(folder: Path, root: Path) -> str | None:
     return None
 
 
-def _provenance(scene: MultiviewScene, root: Path) -> tuple[str, str]:
+def _provenance(scene: Scene, root: Path) -> tuple[str, str]:
     """(source, licence) of a training scene: what generated it (procedural seed, rendered mesh) or where it
     lies, and the licence file found for it ("procedural" for generated scenes, "not found" otherwise)."""
     folder = scene.image_paths[0].parent

@@ -1,4 +1,5 @@
-"""Readers that turn multiview datasets into lists of ``MultiviewScene``.
+"""Readers that turn multiview datasets into lists of :class:`reconfusion.scene.Scene` - the scenes the
+importers write and the dataparser reads, so every view is read and composed the same way.
 
 Every reader converts to reconfusion's camera convention (OpenGL camera-to-world, pixel
 intrinsics) and skips scenes with too few views, counting them instead of crashing.
@@ -28,14 +29,14 @@ import gzip
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from reconfusion.cameras import check_poses, colmap_to_opengl, llff_to_opengl, opencv_to_opengl
 from reconfusion.files import IMAGE_SUFFIXES, InputError, image_size
-from reconfusion.scene import load_scene
+from reconfusion.scene import Scene, load_scene
 
 logger = logging.getLogger("reconfusion")
 
@@ -43,28 +44,16 @@ logger = logging.getLogger("reconfusion")
 _PYTORCH3D_TO_OPENCV = np.diag([-1.0, -1.0, 1.0])
 
 
-@dataclass(frozen=True)
-class MultiviewScene:
-    """Posed views of one scene, in reconfusion's camera convention."""
-
-    name: str
-    """Where the scene came from, for messages."""
-    image_paths: tuple[Path, ...]
-    """One image per view."""
-    c2w: np.ndarray
-    """(N, 4, 4) OpenGL camera-to-world."""
-    intrinsics: np.ndarray
-    """(N, 4) fx, fy, cx, cy in pixels of the image file."""
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    """Colour images with alpha are composed on (a scene folder's declared background)."""
-    mask_paths: tuple[Path, ...] | None = None
-    """One mask per view (its brightest channel is the alpha the view is composed with), or None."""
-
-    def __len__(self) -> int:
-        return len(self.image_paths)
+def _scene(name: str, root: Path, images: list[Path] | tuple[Path, ...], c2w: np.ndarray, intrinsics: np.ndarray,
+           masks: tuple[Path, ...] | None = None) -> Scene:
+    """A :class:`Scene` of a training dataset (image sizes read from the files, no distortion)."""
+    sizes = np.array([image_size(p) for p in images], np.float64).reshape(-1, 2)
+    return Scene(root=root, image_paths=tuple(images), c2w=np.asarray(c2w).reshape(-1, 4, 4),
+                 intrinsics=np.asarray(intrinsics).reshape(-1, 4), sizes=sizes, distortion=np.zeros((len(images), 4)),
+                 has_alpha=masks is not None, mask_paths=masks, name=name)  # fmt: skip
 
 
-def _keep_scenes(scenes: list[MultiviewScene], skipped: Counter, min_views: int, source: str) -> list[MultiviewScene]:
+def _keep_scenes(scenes: list[Scene], skipped: Counter, min_views: int, source: str) -> list[Scene]:
     kept = []
     for scene in scenes:
         if len(scene) < min_views:
@@ -88,7 +77,7 @@ def _require_dir(root: Path) -> Path:
     return root
 
 
-def read_scene_folders(root: Path, min_views: int = 4) -> list[MultiviewScene]:
+def read_scene_folders(root: Path, min_views: int = 4) -> list[Scene]:
     """All scene folders (``transforms.json``) at or below ``root``; broken scenes are skipped and counted."""
     root = _require_dir(root)
     scenes, skipped = [], Counter()
@@ -99,8 +88,7 @@ def read_scene_folders(root: Path, min_views: int = 4) -> list[MultiviewScene]:
             logger.warning("skipping %s", err)
             skipped["broken scene"] += 1
             continue
-        name = str(transforms.parent.relative_to(root)) if transforms.parent != root else root.name
-        scenes.append(MultiviewScene(name, scene.image_paths, scene.c2w, scene.intrinsics, scene.display_background))
+        scenes.append(replace(scene, name=str(transforms.parent.relative_to(root)) if transforms.parent != root else root.name))
     return _keep_scenes(scenes, skipped, min_views, str(root))
 
 
@@ -123,7 +111,7 @@ def _co3d_frame(frame: dict, root: Path) -> tuple[Path, np.ndarray, np.ndarray]:
     return root / frame["image"]["path"], c2w, intrinsics
 
 
-def read_co3d(root: Path, min_views: int = 4) -> list[MultiviewScene]:
+def read_co3d(root: Path, min_views: int = 4) -> list[Scene]:
     """CO3D v2: one scene per sequence, from every ``*/frame_annotations.jgz`` under ``root``."""
     root = _require_dir(root)
     annotation_files = sorted(root.glob("*/frame_annotations.jgz"))
@@ -141,14 +129,10 @@ def read_co3d(root: Path, min_views: int = 4) -> list[MultiviewScene]:
     return _keep_scenes(scenes, Counter(), min_views, str(root))
 
 
-def _scene_from_frames(name: str, frames: list[tuple[Path, np.ndarray, np.ndarray]]) -> MultiviewScene:
+def _scene_from_frames(name: str, frames: list[tuple[Path, np.ndarray, np.ndarray]]) -> Scene:
     present = [f for f in frames if f[0].is_file()]
-    return MultiviewScene(
-        name,
-        tuple(f[0] for f in present),
-        np.array([f[1] for f in present]).reshape(-1, 4, 4),
-        np.array([f[2] for f in present]).reshape(-1, 4),
-    )
+    root = present[0][0].parent if present else Path(name)
+    return _scene(name, root, [f[0] for f in present], np.array([f[1] for f in present]), np.array([f[2] for f in present]))
 
 
 def _find_frame(folder: Path, stem: str) -> Path | None:
@@ -176,7 +160,7 @@ def _realestate_sequence(path: Path, frames_root: Path) -> list[tuple[Path, np.n
     return frames
 
 
-def read_realestate10k(root: Path, min_views: int = 4) -> list[MultiviewScene]:
+def read_realestate10k(root: Path, min_views: int = 4) -> list[Scene]:
     """RealEstate10K camera files under ``root/<split>/`` with frames under ``root/frames/``."""
     root = _require_dir(root)
     camera_files = sorted(p for p in root.glob("*/*.txt") if p.parent.name != "frames")
@@ -186,7 +170,7 @@ def read_realestate10k(root: Path, min_views: int = 4) -> list[MultiviewScene]:
     return _keep_scenes(scenes, Counter(), min_views, str(root))
 
 
-def _mvimgnet_object(model_dir: Path, images_dir: Path) -> MultiviewScene:
+def _mvimgnet_object(model_dir: Path, images_dir: Path) -> Scene:
     import pycolmap
 
     reconstruction = pycolmap.Reconstruction(str(model_dir))
@@ -201,7 +185,7 @@ def _mvimgnet_object(model_dir: Path, images_dir: Path) -> MultiviewScene:
     return _scene_from_frames(str(model_dir.parents[1]), frames)
 
 
-def read_mvimgnet(root: Path, min_views: int = 4) -> list[MultiviewScene]:
+def read_mvimgnet(root: Path, min_views: int = 4) -> list[Scene]:
     """MVImgNet objects: ``<category>/<object>/sparse/0`` COLMAP models with ``images/`` beside them."""
     root = _require_dir(root)
     model_dirs = sorted(p for p in root.glob("*/*/sparse/0") if p.is_dir())
@@ -225,7 +209,7 @@ class _SkipScene(InputError):
         self.reason = reason
 
 
-def _read_each(folders: list[Path], read_one, skipped: Counter) -> list[MultiviewScene]:
+def _read_each(folders: list[Path], read_one, skipped: Counter) -> list[Scene]:
     """``read_one(folder)`` for each folder; one raising InputError is skipped with a warning and counted."""
     scenes = []
     for folder in folders:
@@ -288,7 +272,7 @@ def _llff_masks(images: list[Path], folder: Path) -> tuple[Path, ...]:
     return tuple(masks)
 
 
-def _llff_capture(capture: Path, root: Path) -> MultiviewScene:
+def _llff_capture(capture: Path, root: Path) -> Scene:
     poses = _llff_poses(capture / "poses_bounds.npy")
     folders = {_llff_factor(p.name): p for p in sorted(capture.glob("images*")) if p.is_dir()}
     folders.pop(None, None)
@@ -304,10 +288,10 @@ def _llff_capture(capture: Path, root: Path) -> MultiviewScene:
     fx = poses[:, 2, 4] * sizes[:, 0] / poses[:, 1, 4]  # hwf focal scaled to the image width, as the importer
     intrinsics = np.stack([fx, fx, sizes[:, 0] / 2.0, sizes[:, 1] / 2.0], axis=-1)
     c2w = _rigid(llff_to_opengl(poses[:, :, :4]), capture / "poses_bounds.npy")
-    return MultiviewScene(_name(capture, root), tuple(images), c2w, intrinsics, mask_paths=masks)
+    return _scene(_name(capture, root), capture, images, c2w, intrinsics, masks)
 
 
-def read_llff(root: Path, min_views: int = 4) -> list[MultiviewScene]:
+def read_llff(root: Path, min_views: int = 4) -> list[Scene]:
     """LLFF captures at or below ``root``: folders with ``poses_bounds.npy`` or an ``images[_K]/`` folder."""
     root = _require_dir(root)
     found = [p.parent for p in root.rglob("poses_bounds.npy")]
@@ -343,7 +327,7 @@ def _strecha_camera(path: Path, image: Path) -> tuple[np.ndarray, np.ndarray, bo
     return opencv_to_opengl(c2w), intrinsics, bool(np.any(rows[3]) or k[0, 1])
 
 
-def _strecha_scene(folder: Path, root: Path) -> MultiviewScene:
+def _strecha_scene(folder: Path, root: Path) -> Scene:
     cameras = sorted((folder / "cameras").glob("*.camera"))
     images = [folder / "images" / camera.name.removesuffix(".camera") for camera in cameras]
     missing = [image.name for image in images if not image.is_file()]
@@ -353,10 +337,10 @@ def _strecha_scene(folder: Path, root: Path) -> MultiviewScene:
     if any(distorted):
         logger.warning("%s: ignoring the non-zero distortion or skew of %d cameras (read as pinholes)", folder, sum(distorted))
     c2w = _rigid(np.array(c2w), folder / "cameras")
-    return MultiviewScene(_name(folder, root), tuple(images), c2w, np.array(intrinsics))
+    return _scene(_name(folder, root), folder, images, c2w, np.array(intrinsics))
 
 
-def read_strecha(root: Path, min_views: int = 4) -> list[MultiviewScene]:
+def read_strecha(root: Path, min_views: int = 4) -> list[Scene]:
     """Strecha scenes at or below ``root``: folders with ``cameras/<image name>.camera`` and ``images/``."""
     root = _require_dir(root)
     folders = sorted({p.parent.parent for p in root.rglob("*.camera") if p.parent.name == "cameras"})
