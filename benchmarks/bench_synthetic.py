@@ -19,7 +19,8 @@ import numpy as np
 import tyro
 from PIL import Image, ImageDraw
 
-from data_tools.synthetic import LAYOUTS, generate_scenes, render_scene, sample_scene
+from data_tools.synthetic import LAYOUTS, generate_scenes, render_scene
+from data_tools.synthetic_scenes import sample_scene
 from reconfusion.files import to_uint8, write_image
 
 

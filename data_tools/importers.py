@@ -1,5 +1,6 @@
 """Benchmark importers: LLFF, Blender (NeRF-synthetic), nerfstudio / instant-ngp, released
-ReconFusion split folders and DTU (pixelNeRF / IDR ``cameras.npz``) -> reconfusion scene folders.
+ReconFusion split folders and DTU (pixelNeRF / IDR ``cameras.npz``, in :mod:`data_tools.dtu`) -> reconfusion
+scene folders (shared checks in :mod:`data_tools.import_common`).
 
 Every importer validates its input first (missing files, image/pose count mismatches, images that do
 not decode, non-finite or degenerate poses all raise :class:`InputError` naming the file and the fix)
@@ -23,22 +24,21 @@ importer knows beyond cameras is kept as top-level keys of ``transforms.json``:
 from __future__ import annotations
 
 import logging
-import re
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from reconfusion.cameras import check_poses, focal_from_fov, llff_to_opengl, opencv_to_opengl
-from reconfusion.files import IMAGE_SUFFIXES, InputError, atomic_directory, image_size, read_image, read_json
+from data_tools.dtu import import_dtu
+from data_tools.import_common import check_out, decoded_sizes, list_images, load_source, rigid, source_info
+from reconfusion.cameras import focal_from_fov, llff_to_opengl
+from reconfusion.files import InputError, atomic_directory, read_json
 from reconfusion.scene import (
     BACKGROUND_KEY,
     BOUNDS_KEY,
     TRANSFORMS,
     Scene,
-    load_scene,
     resolve_image_path,
     write_scene,
 )
@@ -46,7 +46,6 @@ from reconfusion.scene import (
 logger = logging.getLogger("reconfusion")
 
 Format = Literal["llff", "blender", "nerfstudio", "reconfusion", "dtu"]
-SOURCE_KEY = "reconfusion_import"
 SUBSETS_KEY = "reconfusion_subsets"
 BLENDER_SUBSETS = ("train", "val", "test")
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
@@ -72,7 +71,7 @@ def import_scene(
         src = src.parent
     if not src.is_dir():
         raise InputError(f"{src}: source folder not found; check the path to the {format} scene")
-    _check_out(src, out)
+    check_out(src, out)
     if format == "llff":
         _import_llff(src, out, downscale, overwrite)
     elif format == "blender":
@@ -84,51 +83,10 @@ def import_scene(
     elif format == "reconfusion":
         _import_reconfusion(src, out, overwrite)
     elif format == "dtu":
-        _import_dtu(src, out, overwrite)
+        import_dtu(src, out, overwrite)
     else:
         raise InputError(f"unknown import format {format!r}; choose llff, blender, nerfstudio, reconfusion or dtu")
     return out
-
-
-def _check_out(src: Path, out: Path) -> None:
-    src_abs, out_abs = src.resolve(), out.resolve()
-    if src_abs == out_abs or out_abs in src_abs.parents or src_abs in out_abs.parents:
-        raise InputError(f"{out}: the output folder must not contain or lie inside the source {src}; choose another")
-
-
-def _rigid(c2w: np.ndarray, source: Path) -> np.ndarray:
-    """check_poses, with its ValueError turned into the InputError of bad user input."""
-    try:
-        return check_poses(c2w, str(source))
-    except InputError:
-        raise
-    except ValueError as err:
-        raise InputError(str(err)) from err
-
-
-def _load_source(src: Path) -> Scene:
-    try:
-        return load_scene(src)
-    except InputError:
-        raise
-    except ValueError as err:
-        raise InputError(str(err)) from err
-
-
-def _list_images(folder: Path) -> list[Path]:
-    images = sorted(p for p in folder.iterdir() if p.suffix in IMAGE_SUFFIXES and not p.name.startswith("."))
-    if not images:
-        raise InputError(f"{folder}: no images (png/jpg) found; put the scene's images there")
-    return images
-
-
-def _decoded_sizes(paths: Sequence[Path]) -> np.ndarray:
-    """(N, 2) width, height; every image is decoded once so broken files fail here, not later."""
-    return np.array([read_image(p).shape[1::-1] for p in paths], dtype=np.int64)
-
-
-def _source_info(format: str, src: Path, **more) -> dict:
-    return {SOURCE_KEY: {"format": format, "source": str(src.resolve()), **more}}
 
 
 # --------------------------------------------------------------------------------------------- llff
@@ -174,21 +132,21 @@ def _import_llff(src: Path, out: Path, downscale: int, overwrite: bool) -> None:
     poses, bounds = _read_poses_bounds(src)
     poses_file = src / "poses_bounds.npy"
     image_dir = _llff_image_dir(src, downscale)
-    images = _list_images(image_dir)
+    images = list_images(image_dir)
     if len(images) != len(poses):
         raise InputError(
             f"{image_dir}: {len(images)} images but {poses_file} has {len(poses)} pose rows; "
             "they pair in sorted order, so remove the extra images or regenerate poses_bounds.npy"
         )
-    c2w = _rigid(llff_to_opengl(poses[:, :, :4]), poses_file)
-    sizes = _decoded_sizes(images)
+    c2w = rigid(llff_to_opengl(poses[:, :, :4]), poses_file)
+    sizes = decoded_sizes(images)
     full_h, full_w, focal = poses[:, 0, 4], poses[:, 1, 4], poses[:, 2, 4]
     scale_x, scale_y = sizes[:, 0] / full_w, sizes[:, 1] / full_h
     if np.any(np.abs(scale_x - scale_y) * full_h > 1.0):
         logger.warning("%s: aspect ratio differs from poses_bounds.npy's h, w; focal follows the width", image_dir)
     fx = focal * scale_x
     intrinsics = np.stack([fx, fx, sizes[:, 0] / 2.0, sizes[:, 1] / 2.0], axis=-1)
-    extra = _source_info("llff", src, downscale=downscale, world="LLFF units, not rescaled or recentred")
+    extra = source_info("llff", src, downscale=downscale, world="LLFF units, not rescaled or recentred")
     extra[BOUNDS_KEY] = bounds.tolist()
     write_scene(out, images, c2w, intrinsics, sizes=sizes, extra=extra, overwrite=overwrite, progress="importing images")
     logger.info(
@@ -251,14 +209,14 @@ def _import_blender(src: Path, out: Path, background: tuple[float, float, float]
         raise InputError(f"{src}: transform_matrix entries must all be 4x4 numbers ({err})") from err
     if c2w.shape[1:] != (4, 4):
         raise InputError(f"{src}: transform_matrix must be 4x4 for every frame, got {c2w.shape[1:]}")
-    c2w = _rigid(c2w, src / "transforms_*.json")
-    sizes = _decoded_sizes(paths)
+    c2w = rigid(c2w, src / "transforms_*.json")
+    sizes = decoded_sizes(paths)
     intrinsics = []
     for (fov_x, fov_y), (width, height) in zip(fovs, sizes):
         fx = focal_from_fov(fov_x, float(width))
         fy = fx if fov_y is None else focal_from_fov(fov_y, float(height))
         intrinsics.append([fx, fy, width / 2.0, height / 2.0])
-    extra = _source_info("blender", src)
+    extra = source_info("blender", src)
     extra[SUBSETS_KEY] = subsets
     extra[BACKGROUND_KEY] = list(background)
     write_scene(out, paths, c2w, np.array(intrinsics), sizes=sizes, extra=extra, overwrite=overwrite, progress="importing images")
@@ -309,11 +267,11 @@ def _depths(scene: Scene) -> list[np.ndarray] | None:
 
 def _rewrite(src: Path, out: Path, format: str, overwrite: bool) -> Scene:
     """Read a transforms.json scene and write it canonically, keeping its split files."""
-    scene = _load_source(src)
+    scene = load_source(src)
     meta = read_json(src / TRANSFORMS)
     _check_pinhole(meta, src / TRANSFORMS)
-    _decoded_sizes(scene.image_paths)
-    extra = _source_info(format, src)
+    decoded_sizes(scene.image_paths)
+    extra = source_info(format, src)
     if scene.has_alpha or scene.background is not None:
         extra[BACKGROUND_KEY] = list(scene.display_background)
     if scene.bounds is not None:
@@ -337,7 +295,7 @@ def _import_nerfstudio(src: Path, out: Path, overwrite: bool) -> None:
 
 
 def _import_reconfusion(src: Path, out: Path, overwrite: bool) -> None:
-    scene = _load_source(src)
+    scene = load_source(src)
     if not scene.splits:
         raise InputError(
             f"{src}: no train_test_split_N.json; a released ReconFusion split folder has them "
@@ -345,7 +303,7 @@ def _import_reconfusion(src: Path, out: Path, overwrite: bool) -> None:
         )
     root, kept = src.resolve(), sorted(scene.splits)
     if all(root in p.parents for p in scene.image_paths):
-        _decoded_sizes(scene.image_paths)
+        decoded_sizes(scene.image_paths)
         with atomic_directory(out, overwrite=overwrite) as tmp:
             shutil.copytree(src, tmp, dirs_exist_ok=True)
         logger.info("reconfusion: validated and copied %s (%d frames, splits %s) to %s", src, len(scene), kept, out)
@@ -354,128 +312,3 @@ def _import_reconfusion(src: Path, out: Path, overwrite: bool) -> None:
     logger.info("reconfusion: images outside %s were copied in; frames renamed, split ids unchanged", src)
 
 
-# ---------------------------------------------------------------------------------------------- dtu
-
-
-def _rq(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """matrix (3, 3) = upper-triangular (positive diagonal) @ orthonormal, via numpy's QR."""
-    flip = np.eye(3)[::-1]
-    q, r = np.linalg.qr((flip @ matrix).T)
-    upper, ortho = flip @ r.T @ flip, flip @ q.T
-    signs = np.diag(np.sign(np.diag(upper)))
-    return upper @ signs, signs @ ortho
-
-
-def decompose_projection(projection: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A 3x4 (or 4x4) projection ``P ~ K [R | t]`` -> (K (3, 3) with K[2, 2] = 1, OpenCV c2w (4, 4)).
-
-    ``P`` may carry any non-zero scale, negative included. Raises ValueError when it is singular.
-    """
-    p = np.asarray(projection, dtype=np.float64)[:3, :4]
-    det = np.linalg.det(p[:, :3]) if np.all(np.isfinite(p)) else np.nan
-    if not np.isfinite(det) or abs(det) <= 1e-12 * np.abs(p[:, :3]).max() ** 3:
-        raise ValueError("projection matrix is singular or non-finite")
-    if det < 0:
-        p = -p
-    k, rotation = _rq(p[:, :3])
-    c2w = np.eye(4)
-    c2w[:3, :3] = rotation.T
-    c2w[:3, 3] = -np.linalg.solve(p[:, :3], p[:, 3])
-    return k / k[2, 2], c2w
-
-
-def _dtu_cameras(cameras: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 4) intrinsics and (N, 4, 4) OpenGL c2w in the normalised (scale_mat) world.
-
-    K is taken as is, with pixel centres at +0.5 like every camera here (as RegNeRF's DTU loader does).
-    """
-    try:
-        data = dict(np.load(cameras, allow_pickle=False))
-    except (ValueError, OSError) as err:
-        raise InputError(f"{cameras}: not a readable .npz file ({err}); regenerate it") from err
-    mats = sorted(int(m.group(1)) for m in map(re.compile(r"world_mat_(\d+)$").match, data) if m)
-    if mats != list(range(count)):
-        raise InputError(
-            f"{cameras}: holds {len(mats)} world_mat_i but the image folder has {count} images; "
-            "world_mat_i must exist for i = 0..N-1, one per image in sorted order"
-        )
-    intrinsics, c2w = [], []
-    for i in range(count):
-        projection = _homogeneous(data[f"world_mat_{i}"], cameras, f"world_mat_{i}")
-        if f"scale_mat_{i}" in data:
-            projection = projection @ _homogeneous(data[f"scale_mat_{i}"], cameras, f"scale_mat_{i}")
-        try:
-            k, pose = decompose_projection(projection)
-        except ValueError as err:
-            raise InputError(f"{cameras}: world_mat_{i}: {err}; re-export the calibration") from err
-        if abs(k[0, 1]) > 1e-3 * abs(k[0, 0]):
-            logger.warning("%s: camera %d has skew %.3g, which the pinhole model drops", cameras, i, k[0, 1])
-        intrinsics.append([k[0, 0], k[1, 1], k[0, 2], k[1, 2]])
-        c2w.append(opencv_to_opengl(pose))
-    return np.array(intrinsics), _rigid(np.array(c2w), cameras)
-
-
-def _homogeneous(matrix: np.ndarray, source: Path, key: str) -> np.ndarray:
-    try:
-        matrix = np.asarray(matrix, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"{source}: {key} must hold numbers ({err}); re-export the calibration") from err
-    if matrix.shape not in ((3, 4), (4, 4)):
-        raise InputError(f"{source}: {key} must be 3x4 or 4x4, got {matrix.shape}")
-    if not np.all(np.isfinite(matrix)):
-        raise InputError(f"{source}: {key} is not finite; re-export the calibration")
-    return np.vstack([matrix[:3], [0.0, 0.0, 0.0, 1.0]])
-
-
-def _import_dtu(src: Path, out: Path, overwrite: bool) -> None:
-    image_dir = next((src / name for name in ("image", "images") if (src / name).is_dir()), None)
-    if image_dir is None:
-        raise InputError(f"{src}: no image/ (or images/) folder; a DTU scene in pixelNeRF/IDR layout has one")
-    cameras = next((src / name for name in ("cameras.npz", "cameras_sphere.npz") if (src / name).is_file()), None)
-    if cameras is None:
-        raise InputError(f"{src / 'cameras.npz'}: missing; a DTU scene in pixelNeRF/IDR layout needs it")
-    images = _list_images(image_dir)
-    intrinsics, c2w = _dtu_cameras(cameras, len(images))
-    sizes = _decoded_sizes(images)
-    extra = _source_info("dtu", src, world="normalised by scale_mat_i where present (IDR), not rescaled further")
-    masks = _dtu_masks(src, images, sizes)
-    frames: Sequence = images
-    if masks is not None:
-        frames = _WithAlpha(images, masks)
-        extra[BACKGROUND_KEY] = [1.0, 1.0, 1.0]
-    write_scene(out, frames, c2w, intrinsics, sizes=sizes, extra=extra, overwrite=overwrite, progress="importing images")
-    logger.info(
-        "dtu: imported %d frames (%dx%d) with cameras from %s%s into %s", len(images), *sizes[0], cameras.name,
-        " and object masks as alpha" if masks is not None else "", out,
-    )
-
-
-def _dtu_masks(src: Path, images: Sequence[Path], sizes: np.ndarray) -> list[Path] | None:
-    """The object masks of a DTU scene (``mask/`` or ``masks/``, one per image in sorted order), or None."""
-    folder = next((src / name for name in ("mask", "masks") if (src / name).is_dir()), None)
-    if folder is None:
-        return None
-    masks = _list_images(folder)
-    if len(masks) != len(images):
-        raise InputError(
-            f"{folder}: {len(masks)} masks for {len(images)} images; they pair in sorted order, "
-            "so provide one mask per image or remove the folder"
-        )
-    for mask, (width, height) in zip(masks, sizes):
-        if image_size(mask) != (width, height):
-            raise InputError(f"{mask}: mask is {image_size(mask)} but its image is {(width, height)}; resize it")
-    return masks
-
-
-class _WithAlpha(Sequence):
-    """RGB images with their masks as alpha (H, W, 4), decoded one at a time as write_scene asks."""
-
-    def __init__(self, images: Sequence[Path], masks: Sequence[Path]):
-        self.images, self.masks = list(images), list(masks)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index):
-        alpha = read_image(self.masks[index]).max(axis=-1, keepdims=True) > 0.5
-        return np.concatenate([read_image(self.images[index]), alpha.astype(np.float32)], axis=-1)

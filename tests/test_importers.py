@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools.importers import BOUNDS_KEY, SUBSETS_KEY, decompose_projection, import_scene
+from data_tools.dtu import decompose_projection
+from data_tools.importers import BOUNDS_KEY, SUBSETS_KEY, import_scene
 from data_tools.splits import write_splits
 from reconfusion.cameras import focal_from_fov, opencv_to_opengl, opengl_to_llff
 from reconfusion.files import InputError, read_image, write_image

@@ -11,15 +11,8 @@ import pytest
 import torch
 
 from data_tools.splits import auto_split
-from data_tools.synthetic import (
-    LAYOUTS,
-    SceneSpec,
-    generate_scenes,
-    look_at,
-    render_scene,
-    sample_rays,
-    sample_scene,
-)
+from data_tools.synthetic import LAYOUTS, generate_scenes, render_scene, sample_rays
+from data_tools.synthetic_scenes import SceneSpec, look_at, sample_scene
 from data_tools.synthetic_render import Material, Primitive, Texture, World, foreground_rgba
 from reconfusion.cameras import pixel_rays, project, scale_intrinsics
 from reconfusion.cli import main
