@@ -83,6 +83,9 @@ class BenchmarkConfig:
     """Folder for the report's plots and grids (default: OUT/figures)."""
     title: str = "Benchmark"
     """Heading of the report."""
+    readme: Optional[Path] = None
+    """Also write the headline table (real scenes, baseline against reconfusion) into this Markdown file,
+    between its <!-- benchmark-headline:start --> and <!-- benchmark-headline:end --> lines."""
     keep_checkpoints: bool = False
     """Keep the nerfstudio checkpoints (deleted after evaluation by default)."""
     jobs: int = 1

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from reconfusion.files import InputError, write_json
-from reconfusion_benchmark import report, runner
+from reconfusion_benchmark import headline, report, runner
 from reconfusion_benchmark.runs import (
     BenchmarkConfig, Run, RunResult, finished_result, parse_shard, plan_runs, read_result, shard_runs,
 )  # fmt: skip
@@ -54,6 +54,8 @@ def run_benchmark(config: BenchmarkConfig, fit: Optional[FitFn] = None) -> list[
             return results
     written = report.write_report(results, config)
     logger.info("report: %s", written)
+    if config.readme is not None:
+        logger.info("headline table: %s", headline.update_readme(config.readme, results, written))
     return results
 
 

@@ -217,6 +217,25 @@ def test_bootstrap_interval_brackets_the_mean():
     assert bootstrap_interval(values) == (low, high)  # seeded: the report is reproducible
 
 
+def test_readme_headline_is_written_between_its_markers_from_real_scenes_only(tmp_path):
+    from reconfusion_benchmark.headline import END, START, update_readme
+
+    fit, cfg = fake_fit(), config(tmp_path)
+    rows = [fit(Run(scene, 3, method), cfg, {}) for scene in SCENES for method in ("baseline", "reconfusion")]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{START}\nold table\n{END}\n\nmore text\n")
+    update_readme(readme, rows, tmp_path / "BENCHMARKS.md")
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# title") and text.endswith("more text\n")
+    base, ours = (next(r for r in rows if (r.scene, r.method) == ("scene_c", m)) for m in ("baseline", "reconfusion"))
+    # only scene_c is real (llff): the procedural scenes stay out of the headline
+    assert f"| 3 | 1 (scene_c) | {base.psnr:.2f} | {ours.psnr:.2f} | {ours.psnr - base.psnr:+.2f} |" in text
+    assert "[BENCHMARKS.md](BENCHMARKS.md)" in text
+    readme.write_text("no markers")
+    with pytest.raises(InputError, match="benchmark-headline:start"):
+        update_readme(readme, rows, tmp_path / "BENCHMARKS.md")
+
+
 def test_ablation_compares_the_modes_on_the_same_scenes(tmp_path):
     from reconfusion_benchmark.report import ablation_results, markdown_report
 

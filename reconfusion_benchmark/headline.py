@@ -1,0 +1,75 @@
+"""The README's headline: what the method does today on real scenes, written into the README by the benchmark.
+
+``reconfusion benchmark ... --readme README.md`` replaces the block between :data:`START` and :data:`END`
+with one small table: per view count, the mean PSNR and LPIPS of the baseline and of reconfusion over
+the real (non-procedural) scenes where both finished, and their paired difference with a 95% bootstrap
+interval over scenes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from reconfusion.files import InputError
+from reconfusion_benchmark.report import bootstrap_interval, paired_differences
+from reconfusion_benchmark.runs import RunResult
+
+START = "<!-- benchmark-headline:start -->"
+END = "<!-- benchmark-headline:end -->"
+METHOD = "reconfusion"
+
+
+def is_real(result: RunResult) -> bool:
+    return not result.group.startswith("procedural")
+
+
+def _cell(values: list[float], digits: int) -> str:
+    interval = bootstrap_interval(values)
+    mean = f"{np.mean(values):+.{digits}f}"
+    return mean if interval is None else f"{mean} [{interval[0]:+.{digits}f}, {interval[1]:+.{digits}f}]"
+
+
+def headline_lines(results: list[RunResult], report: Path, base: Path) -> list[str]:
+    """The block's Markdown (without the markers); a note when no real scene has both methods yet."""
+    real = [r for r in results if is_real(r)]
+    link = os.path.relpath(report, base)
+    lines = [
+        f"Real scenes, baseline (the same NeRF without the prior) against reconfusion, means over the scenes where "
+        f"both finished; written by `reconfusion benchmark --readme`, details and commands in [{link}]({link}):",
+        "",
+        "| views | scenes | PSNR baseline | PSNR reconfusion | difference [95% CI] | LPIPS baseline | LPIPS reconfusion | difference [95% CI] |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = 0
+    for views in sorted({r.views for r in real}):
+        psnr = paired_differences(real, views, METHOD, "psnr")
+        if not psnr:
+            continue
+        lpips = paired_differences(real, views, METHOD, "lpips")
+        scenes = sorted({r.scene for r in real if r.views == views and r.method == METHOD}
+                        & {r.scene for r in real if r.views == views and r.method == "baseline"})  # fmt: skip
+        base_rows = {r.scene: r for r in real if r.views == views and r.method == "baseline"}
+        mean = lambda key: np.mean([getattr(base_rows[s], key) for s in scenes])  # noqa: E731
+        lines.append(
+            f"| {views} | {len(scenes)} ({', '.join(scenes)}) | {mean('psnr'):.2f} | {mean('psnr') + np.mean(psnr):.2f} | "
+            f"{_cell(psnr, 2)} | {mean('lpips'):.3f} | {mean('lpips') + np.mean(lpips):.3f} | {_cell(lpips, 3)} |"
+        )
+        rows += 1
+    return lines if rows else [f"No real scene has finished with both the baseline and {METHOD} yet ([{link}]({link}))."]
+
+
+def update_readme(readme: Path, results: list[RunResult], report: Path) -> Path:
+    """Replace the headline block of ``readme`` (InputError naming the fix when its markers are missing)."""
+    text = Path(readme).read_text()
+    if START not in text or END not in text or text.index(START) > text.index(END):
+        raise InputError(f"{readme}: no headline block; add the lines {START} and {END} where the table goes")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    block = "\n".join(headline_lines(results, Path(report), Path(readme).parent))
+    tmp = Path(readme).with_name(f".{Path(readme).name}.tmp")
+    tmp.write_text(f"{head}{START}\n{block}\n{END}{tail}")
+    os.replace(tmp, readme)
+    return Path(readme)
