@@ -252,8 +252,8 @@ class Fit:
     """Training iterations (default: the method's own: 30000 on the GPU, 2000 on the CPU)."""
     prior: str = "bundled"
     """The diffusion prior: "bundled", a folder written by train_prior, or a hub id."""
-    video_frames: int = 90
-    """Frames of the orbit video (6 seconds)."""
+    video_frames: int = 60
+    """Frames of the orbit video (15 per second; on the CPU preset rendered at most 128 pixels wide)."""
 
     def run(self) -> None:
         from reconfusion_benchmark.fit import fit_photos

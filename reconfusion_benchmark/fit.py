@@ -38,7 +38,7 @@ class FitOutputs:
 
 
 def fit_photos(source: Path, out: Path, views: int, preset: str = "auto", iterations: int | None = None,
-               prior: str = "bundled", video_frames: int = 90) -> FitOutputs:
+               prior: str = "bundled", video_frames: int = 60) -> FitOutputs:
     """Run the five steps; raises InputError (one line, with the fix) on bad input."""
     source, out = Path(source), Path(out)
     if not source.is_dir():
@@ -61,7 +61,7 @@ def fit_photos(source: Path, out: Path, views: int, preset: str = "auto", iterat
           "--render-output-path", str(out / "test_renders")], env, "ns-eval")  # fmt: skip
     _step(5, "rendering an orbit video with ns-render")
     path = write_orbit_path(scene, views, config.parent / "dataparser_transforms.json", out / "orbit_path.json",
-                            frames=video_frames, max_side=None if chosen == "gpu" else 256)  # fmt: skip
+                            frames=video_frames, max_side=None if chosen == "gpu" else 128)  # fmt: skip
     video = out / "orbit.mp4"
     _run([script("ns-render"), "camera-path", "--load-config", str(config), "--camera-path-filename", str(path),
           "--output-path", str(video), "--output-format", "video"], env, "ns-render")  # fmt: skip
@@ -109,8 +109,8 @@ def _ensure_split(scene: Path, views: int) -> None:
     write_splits(scene, "auto", (views,))
 
 
-def write_orbit_path(scene: Path, views: int, dataparser_transforms: Path, out: Path, frames: int = 90,
-                     max_side: int | None = 256, seconds: float = 6.0) -> Path:
+def write_orbit_path(scene: Path, views: int, dataparser_transforms: Path, out: Path, frames: int = 60,
+                     max_side: int | None = 128, fps: float = 15.0) -> Path:
     """A nerfstudio camera path (model frame) around the training cameras: an ellipse fitted to them for a
     360-degree capture, a circle in front for a forward-facing one, looking at their focus."""
     from reconfusion.cameras import normalize_cameras
@@ -147,7 +147,7 @@ def write_orbit_path(scene: Path, views: int, dataparser_transforms: Path, out: 
     width, height_px = max(8, round(width * shrink)), max(8, round(height_px * shrink))
     fov = float(np.degrees(2 * np.arctan(loaded.sizes[ids[0]][1] / 2 / loaded.intrinsics[ids[0]][1])))
     path = {
-        "camera_type": "perspective", "render_width": width, "render_height": height_px, "seconds": seconds,
+        "camera_type": "perspective", "render_width": width, "render_height": height_px, "seconds": frames / fps,
         "camera_path": [{"camera_to_world": pose.reshape(-1).tolist(), "fov": fov, "aspect": width / height_px}
                         for pose in poses],
     }  # fmt: skip
@@ -156,9 +156,11 @@ def write_orbit_path(scene: Path, views: int, dataparser_transforms: Path, out: 
 
 
 def _summarise(outputs: FitOutputs, out: Path) -> None:
+    """Plain lines on stdout (never wrapped, so the paths can be copied)."""
     m = outputs.metrics
-    logger.info("done: PSNR %.2f dB, SSIM %.3f, LPIPS %.3f on the held-out views", m["psnr"], m["ssim"], m.get("lpips", float("nan")))
+    lines = [f"done: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, LPIPS {m.get('lpips', float('nan')):.3f} on the held-out views"]
     for label, where in (("scene", outputs.scene), ("metrics", outputs.evaluation), ("test renders", out / "test_renders"),
                          ("orbit video", outputs.video), ("nerfstudio run", outputs.config.parent)):  # fmt: skip
-        logger.info("%-14s %s", label, where)
-    logger.info("open the viewer: ns-viewer --load-config %s", outputs.config)
+        lines.append(f"  {label + ':':<16}{where}")
+    lines.append(f"  {'viewer:':<16}ns-viewer --load-config {outputs.config}")
+    print("\n".join(lines), flush=True)
