@@ -322,5 +322,13 @@ class ReconFusionModel(NerfactoModel):
             eps = self.config.charbonnier_epsilon
             loss_dict["rgb_loss"] = torch.sqrt((pred - target) ** 2 + eps**2).mean()
         if self.training and self.guidance is not None:
-            loss_dict.update(self.guidance.loss(self.train_step, self.render_views))
+            loss_dict.update(self.sample_loss())
         return loss_dict
+
+    def sample_loss(self) -> Dict[str, Tensor]:
+        """The guidance's loss terms at this step, computed without advancing the global random state: the
+        baseline and reconfusion then draw the same ray batches and sample jitter, so the difference between
+        their fits is the prior's, not a different random stream's (measured: one seed to another moves a
+        sparse-view fit by more than the prior does)."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            return self.guidance.loss(self.train_step, self.render_views)

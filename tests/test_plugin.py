@@ -206,6 +206,10 @@ def test_sample_loss_gradient_reaches_the_field(scene, prior_folder, mode):
     grads = [p.grad for p in model.field.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert sum(g.abs().sum() for g in grads) > 0
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    assert model.sample_loss() and torch.equal(torch.rand(3), expected)  # the baseline's random stream, untouched
 
 
 @pytest.mark.slow
