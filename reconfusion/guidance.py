@@ -28,7 +28,8 @@ rendered surface point (from the rendered depth) is projected into the observed 
 angle between the novel ray and an observed ray through that point, over the views that have it in
 frame, sets the pixel's weight: 0 below ``coverage_degrees[0]``, 1 above ``coverage_degrees[1]``,
 linear in between (1 where no observed view has the point in frame). The target becomes
-``x + weight (x_hat - x)``, so the L1 and LPIPS terms act only where the inputs leave the scene open.
+``x + weight (x_hat - x)``, so the L1 and LPIPS terms act only where the inputs leave the scene open,
+and a view whose mean weight is below ``min_coverage`` teaches nothing at all.
 With ``weight_schedule = "fade"`` the loss weight also falls with t_min, to 0 at the end of the anneal.
 
 Novel views cover the whole frame: each is a square window, at a random place, of the nearest observed
@@ -52,7 +53,7 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from reconfusion.cameras import crop_intrinsics, normalize_cameras, pixel_rays, project, scale_intrinsics
@@ -99,6 +100,10 @@ class SampleLossConfig:
     """Coverage weight (our addition): a pixel's target moves towards the prior's only where the nearest observed
     ray through its surface point is more than the first angle away (fully beyond the second); None: weight 1
     everywhere (the paper)."""
+    min_coverage: float = 0.1
+    """A novel view whose mean coverage weight is below this teaches nothing (no sample drawn, no loss): where the
+    inputs determine nearly all of a view, its few open pixels would mostly pass on the prior's errors, and Adam
+    turns even a tiny gradient into full-size steps for the parameters only they reach. 0: every view."""
     num_steps: int = 10
     """DDIM steps from t to 0 for each target (multistep modes)."""
     target: Literal["residual", "sample"] = "residual"
@@ -205,6 +210,8 @@ class NovelViews:
     """x_hat, the prior's samples moved by the coverage weight (no gradient)."""
     coverage: Float[Tensor, "K 1 R R"] | None = None
     """Per-pixel coverage weight the targets were made with."""
+    active: Bool[Tensor, "K"] | None = None
+    """Which views teach (mean coverage at least ``min_coverage``); the others' targets are their renderings."""
     step: int = 0
     """Training step the targets were made at."""
 
@@ -300,10 +307,15 @@ class SampleGuidance:
             views = self.sample_views(cfg.views_per_refresh, step)
             rendering, depth = self._render(views, render)
             self.cache = self.make_targets(views, rendering.detach(), depth, step)
-            return {"sample_loss": weight * self._distance(rendering, self.cache.targets)}
+            active = self.cache.active
+            if not active.any():
+                return {}
+            return {"sample_loss": weight * self._distance(rendering[active], self.cache.targets[active])}
         if stale:
             self.cache = self.refresh(step, render)
         index = (step // cfg.loss_every) % len(self.cache.t)
+        if not self.cache.active[index]:
+            return {}
         rendering, target = self._render_cached(index, render)
         return {"sample_loss": weight * self._distance(rendering, target)}
 
@@ -340,7 +352,12 @@ class SampleGuidance:
     @torch.no_grad()
     def make_targets(self, views: NovelViews, renderings: Tensor, depth: Tensor | None, step: int) -> NovelViews:
         """The targets for ``renderings`` of ``views``: the prior's samples from them, as residuals or as they
-        are, moved towards by the coverage weight of each pixel."""
+        are, moved towards by the coverage weight of each pixel; no sample is drawn when no view is active."""
+        coverage = self.coverage_weights(views, depth)
+        active = coverage.mean(dim=(1, 2, 3)) >= self.config.min_coverage
+        self.last_t, self.last_coverage = float(views.t.mean()), float(coverage.mean())
+        if not active.any():
+            return NovelViews(views.c2w, views.intrinsics, views.conditioning, views.t, renderings, coverage, active, step)
         samples = self.prior.sample(
             *self._prior_inputs(views),
             init_images=renderings.clamp(0, 1),
@@ -351,10 +368,8 @@ class SampleGuidance:
         ).float()
         if self.config.target == "residual":
             samples = self._residual_targets(renderings, samples, views.t)
-        coverage = self.coverage_weights(views, depth)
-        targets = renderings + coverage * (samples - renderings)
-        self.last_t, self.last_coverage = float(views.t.mean()), float(coverage.mean())
-        return NovelViews(views.c2w, views.intrinsics, views.conditioning, views.t, targets, coverage, step)
+        targets = renderings + (coverage * active.view(-1, 1, 1, 1)) * (samples - renderings)
+        return NovelViews(views.c2w, views.intrinsics, views.conditioning, views.t, targets, coverage, active, step)
 
     def _residual_targets(self, renderings: Tensor, samples: Tensor, t: Tensor) -> Tensor:
         """``rendering + sample - D(E(rendering))``; the change is zero where t = 0 (nothing was sampled)."""

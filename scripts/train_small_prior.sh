@@ -19,4 +19,4 @@ OMP_NUM_THREADS=${THREADS:-1} $PY -m train_prior small \
              "scenes:$RUN/data/object@1" "scenes:$RUN/data/forward@1" \
   --output-dir "$RUN/prior" --steps "${STEPS:-20000}" --batch-size "${BATCH:-8}" --warmup-steps 200 \
   --max-minutes "${MINUTES:-0}" --checkpoint-every 200 --keep-checkpoints 2 --image-every 500 --log-every 25
-echo "prior written to $RUN/prior"
+if [ -f "$RUN/prior/prior/reconfusion_prior.json" ]; then echo "prior written to $RUN/prior/prior"; else echo "stopped before the end: rerun the same command to resume"; fi

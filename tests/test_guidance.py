@@ -112,8 +112,14 @@ def test_whole_view_loss_renders_once_per_refresh_and_covered_pixels_teach_nothi
     assert scene.calls == [(1, 64, 64)] and scene.layer.weight.grad.abs().sum() > 0
     guidance.loss(1, scene)
     assert scene.calls == [(1, 64, 64)] * 2  # the cached target, rendered again with gradients
-    covered = make_guidance(prior, views_per_refresh=1, coverage_degrees=(179.0, 180.0))
+    covered = make_guidance(prior, views_per_refresh=1, coverage_degrees=(179.0, 180.0), min_coverage=0.0)
     assert covered.loss(0, ToyScene())["sample_loss"].item() == pytest.approx(0.0, abs=1e-6)
+    gated = make_guidance(prior, views_per_refresh=1, coverage_degrees=(179.0, 180.0))  # min_coverage 0.1
+    prior.sample = lambda *a, **k: pytest.fail("a fully covered view must not draw a sample")
+    try:
+        assert gated.loss(0, ToyScene()) == {} and gated.cache.active.tolist() == [False]
+    finally:
+        del prior.sample
 
 
 def test_multistep_loss_reaches_the_scene_and_reuses_targets(prior):
