@@ -173,16 +173,32 @@ def _ellipse_radii(coords: np.ndarray, fallback: float) -> tuple[float, float]:
     return fallback, fallback
 
 
+def orbit_arc(c2w: np.ndarray, orbit: dict, focus: np.ndarray) -> tuple[float, float]:
+    """(start, length) in radians of the part of the fitted ellipse to sample: the whole turn when the inputs
+    surround the focus, else the arc they span (their largest angular gap exceeds half a turn, as for DTU or a
+    partial walk around) widened by a quarter of its length, at least 10 degrees, on each side."""
+    offsets = np.asarray(c2w)[:, :3, 3] - focus
+    angles = np.sort(np.arctan2(offsets @ orbit["axis_b"], offsets @ orbit["axis_a"]))
+    gaps = np.diff(np.concatenate([angles, angles[:1] + 2.0 * np.pi]))
+    widest = int(np.argmax(gaps))
+    if gaps[widest] <= np.pi:
+        return 0.0, 2.0 * np.pi
+    start, span = angles[(widest + 1) % len(angles)], 2.0 * np.pi - gaps[widest]
+    margin = max(0.25 * span, np.radians(10.0))
+    return start - margin, min(span + 2.0 * margin, 2.0 * np.pi)
+
+
 def sample_orbit(
     c2w: np.ndarray, num: int, rng: np.random.Generator, focus: np.ndarray | None = None
 ) -> np.ndarray:
-    """(num, 4, 4) cameras on the ellipse fitted to the inputs, at heights within the inputs' range,
-    looking at the focus."""
+    """(num, 4, 4) cameras on the ellipse fitted to the inputs (on the arc they span, see :func:`orbit_arc`),
+    at heights within the inputs' range, looking at the focus."""
     focus = np.zeros(3) if focus is None else np.asarray(focus, np.float64)
     orbit = fit_orbit(c2w, focus)
+    start, length = orbit_arc(c2w, orbit, focus)
     out = np.empty((num, 4, 4))
     for i in range(num):
-        angle = rng.uniform(0.0, 2.0 * np.pi)
+        angle = start + rng.uniform(0.0, length)
         height = rng.uniform(orbit["height_min"], orbit["height_max"])
         position = (
             focus

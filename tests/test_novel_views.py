@@ -86,6 +86,16 @@ def test_orbit_samples_stay_on_the_fitted_ellipse():
     assert np.ptp(azimuths) > np.radians(300)
 
 
+def test_orbit_samples_keep_to_the_arc_a_partial_walk_around_spans():
+    angles = np.radians([80.0, 95.0, 110.0])  # a 30-degree arc, like DTU's cameras
+    up = np.array([0.0, 0.0, 1.0])
+    inputs = np.stack([nv.look_at(np.array([np.cos(a), np.sin(a), 0.3]) * 2.0, np.zeros(3), up) for a in angles])
+    novel = nv.sample_orbit(inputs, 300, np.random.default_rng(0))
+    azimuths = np.degrees(np.arctan2(novel[:, 1, 3], novel[:, 0, 3]))
+    assert azimuths.min() >= 80.0 - 10.0 - 1.0 and azimuths.max() <= 110.0 + 10.0 + 1.0  # a 10-degree margin
+    assert azimuths.min() < 75.0 and azimuths.max() > 115.0  # and a little beyond the inputs
+
+
 def test_sampling_is_deterministic_per_seed():
     inputs = forward_cameras(3)
     first = nv.sample_novel_cameras(inputs, 5, np.random.default_rng(7))
