@@ -58,12 +58,18 @@ def training_manifest(config: TrainConfig) -> list[dict]:
     return rows
 
 
+def _licence_label(licence: str) -> str:
+    """A licence file as FOLDER/NAME (the procedural and not-found markers as they are)."""
+    if licence.startswith("procedural") or licence == "not found":
+        return licence
+    return f"{Path(licence).parent.name}/{Path(licence).name}"
+
+
 def manifest_table(rows: list[dict]) -> list[str]:
     """Markdown lines summarising the manifest: one line per dataset and licence."""
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for row in rows:
-        licence = row["licence"] if row["licence"].startswith("procedural") else Path(row["licence"]).parent.name + "/" + Path(row["licence"]).name
-        groups.setdefault((row["dataset"], row["format"], licence if row["licence"] != "not found" else "not found"), []).append(row)
+        groups.setdefault((row["dataset"], row["format"], _licence_label(row["licence"])), []).append(row)
     lines = ["| dataset | format | scenes | views | licence file |", "|---|---|---|---|---|"]
     for (dataset, fmt, licence), members in groups.items():
         lines.append(f"| `{dataset}` | {fmt} | {len(members)} | {sum(r['views'] for r in members)} | {licence} |")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -72,6 +73,7 @@ def read_scalars(log_dir: Path, tags: tuple[str, ...]) -> dict[str, tuple[list[i
     """(steps, values) of each tag found in the tensorboard event files under ``log_dir`` (all resumed runs)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its directory watcher logs every file it passes
     series: dict[int, dict[str, float]] = {}
     for events in sorted({p.parent for p in Path(log_dir).rglob("events.out.tfevents.*")}):
         accumulator = EventAccumulator(str(events))
