@@ -158,7 +158,8 @@ class PerceptualMetric:
     def load(self, device: torch.device) -> Optional[metrics.LPIPS]:
         if self.network is None and not self.failed:
             try:
-                self.network = metrics.load_lpips(self.requested, device)
+                with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
+                    self.network = metrics.load_lpips(self.requested, device)  # building it draws random weights
                 CONSOLE.print(f"LPIPS backend: {self.network.backend}")
             except Exception as err:  # noqa: BLE001 - a metric must not stop training
                 self.failed = True
@@ -192,10 +193,15 @@ class ReconFusionModel(NerfactoModel):
 
     def setup_prior(self, images: List[Tensor], c2w: Tensor, intrinsics: Tensor, total_steps: int = 1) -> None:
         """Load the prior and build the sample loss from the observed views ((3, H, W) images in [0, 1],
-        OpenGL c2w (N, 4, 4) and intrinsics (N, 4) in the model's frame). No-op for the baseline."""
+        OpenGL c2w (N, 4, 4) and intrinsics (N, 4) in the model's frame). No-op for the baseline. Like the
+        sample loss, it leaves the global random state as it found it (building networks draws from it)."""
         if self.config.prior is None:
             CONSOLE.print("No prior (baseline): fitting with the reconstruction loss only")
             return
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            self._setup_prior(images, c2w, intrinsics, total_steps)
+
+    def _setup_prior(self, images: List[Tensor], c2w: Tensor, intrinsics: Tensor, total_steps: int) -> None:
         from reconfusion.prior import ReconFusionPrior
 
         source = resolve_prior(self.config.prior)
