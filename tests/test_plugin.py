@@ -223,7 +223,7 @@ def test_ns_train_then_ns_eval_and_ns_render(scene, prior_folder, tmp_path):
         [str(BIN / "ns-train"), "reconfusion-cpu", "--data", str(scene), "--output-dir", str(tmp_path / "runs"),
          "--max-num-iterations", "30", "--timestamp", "e2e", "--vis", "tensorboard",
          "--logging.local-writer.enable", "False", "--pipeline.model.prior", str(prior_folder)],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True, text=True, env=env, timeout=900,
     )  # fmt: skip
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     assert "Sample loss: annealed-multistep" in train.stdout
@@ -234,7 +234,7 @@ def test_ns_train_then_ns_eval_and_ns_render(scene, prior_folder, tmp_path):
     result = tmp_path / "eval.json"
     evaluate = subprocess.run(
         [str(BIN / "ns-eval"), "--load-config", str(config), "--output-path", str(result)],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True, text=True, env=env, timeout=900,
     )
     assert evaluate.returncode == 0, evaluate.stdout[-3000:] + evaluate.stderr[-3000:]
     metrics = json.loads(result.read_text())["results"]
@@ -248,7 +248,7 @@ def test_ns_train_then_ns_eval_and_ns_render(scene, prior_folder, tmp_path):
     render = subprocess.run(
         [str(BIN / "ns-render"), "interpolate", "--load-config", str(config), "--output-path", str(frames),
          "--output-format", "images", "--interpolation-steps", "2", "--frame-rate", "4"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True, text=True, env=env, timeout=900,
     )  # fmt: skip
     assert render.returncode == 0, render.stdout[-3000:] + render.stderr[-3000:]
     assert len(list(frames.iterdir())) >= 2
