@@ -1,7 +1,6 @@
 """``reconfusion fit``: from a scene folder (or photos) to metrics, renders and an orbit video."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
