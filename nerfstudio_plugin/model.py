@@ -124,6 +124,12 @@ def composed(image: Tensor, background: Tuple[float, float, float]) -> Tensor:
     return image[..., :3] * alpha + torch.tensor(background, dtype=image.dtype, device=image.device) * (1.0 - alpha)
 
 
+def random_state_kept(device: torch.device | str):
+    """Context in which random draws (CPU, and the CUDA device) leave the global random state as it was."""
+    device = torch.device(device)
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
 def resolve_prior(name: str) -> str:
     """The folder or hub id to load for a ``prior`` setting; InputError with the fix when it is missing."""
     if name == BUNDLED_PRIOR:
@@ -158,7 +164,7 @@ class PerceptualMetric:
     def load(self, device: torch.device) -> Optional[metrics.LPIPS]:
         if self.network is None and not self.failed:
             try:
-                with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
+                with random_state_kept(device):
                     self.network = metrics.load_lpips(self.requested, device)  # building it draws random weights
                 CONSOLE.print(f"LPIPS backend: {self.network.backend}")
             except Exception as err:  # noqa: BLE001 - a metric must not stop training
@@ -198,7 +204,7 @@ class ReconFusionModel(NerfactoModel):
         if self.config.prior is None:
             CONSOLE.print("No prior (baseline): fitting with the reconstruction loss only")
             return
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with random_state_kept(self.device):
             self._setup_prior(images, c2w, intrinsics, total_steps)
 
     def _setup_prior(self, images: List[Tensor], c2w: Tensor, intrinsics: Tensor, total_steps: int) -> None:
@@ -336,5 +342,5 @@ class ReconFusionModel(NerfactoModel):
         baseline and reconfusion then draw the same ray batches and sample jitter, so the difference between
         their fits is the prior's, not a different random stream's (measured: one seed to another moves a
         sparse-view fit by more than the prior does)."""
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with random_state_kept(self.device):
             return self.guidance.loss(self.train_step, self.render_views)
