@@ -37,7 +37,8 @@ from torch import Tensor
 from nerfstudio_plugin.compat import without_stock_lpips
 from reconfusion import metrics
 from reconfusion.files import InputError
-from reconfusion.guidance import SampleGuidance, SampleLossConfig, square_views
+from reconfusion.guidance import SampleGuidance, SampleLossConfig
+from reconfusion.observations import square_views
 from nerfstudio_plugin.dataparser import FIT_METADATA
 from reconfusion.scene_fit import SceneFit, SceneKind
 
@@ -309,6 +310,8 @@ class ReconFusionModel(NerfactoModel):
         if self.training and self.guidance is not None:
             metrics_dict["sample_t"] = torch.tensor(self.guidance.last_t)
             metrics_dict["sample_coverage"] = torch.tensor(self.guidance.last_coverage)
+            metrics_dict["sample_taught"] = torch.tensor(self.guidance.last_taught)
+            metrics_dict["sample_agreement"] = torch.tensor(self.guidance.last_agreement)
             metrics_dict["sample_t_min"] = torch.tensor(self.guidance.noise_range(self.train_step)[0])
         return metrics_dict
 

@@ -29,7 +29,10 @@ angle between the novel ray and an observed ray through that point, over the vie
 frame, sets the pixel's weight: 0 below ``coverage_degrees[0]``, 1 above ``coverage_degrees[1]``,
 linear in between (1 where no observed view has the point in frame). The target becomes
 ``x + weight (x_hat - x)``, so the L1 and LPIPS terms act only where the inputs leave the scene open,
-and a view whose mean weight is below ``min_coverage`` teaches nothing at all.
+and a view whose mean weight is below ``min_coverage`` teaches nothing at all. The pixels an observed view
+shows also check the prior (``check_against_inputs``): where the targets end up farther than the rendering
+from the colours the observed views photographed there, the view teaches nothing, so a change the inputs
+contradict is never taught.
 With ``weight_schedule = "fade"`` the loss weight also falls with t_min, to 0 at the end of the anneal.
 
 Novel views cover the whole frame: each is a square window, at a random place, of the nearest observed
@@ -56,8 +59,9 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from reconfusion.cameras import crop_intrinsics, normalize_cameras, pixel_rays, project, scale_intrinsics
+from reconfusion.cameras import crop_intrinsics, normalize_cameras
 from reconfusion.novel_views import Layout, detect_layout, nearest_views, sample_novel_cameras
+from reconfusion.observations import Coverage, Observations, observed_coverage
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +108,11 @@ class SampleLossConfig:
     """A novel view whose mean coverage weight is below this teaches nothing (no sample drawn, no loss): where the
     inputs determine nearly all of a view, its few open pixels would mostly pass on the prior's errors, and Adam
     turns even a tiny gradient into full-size steps for the parameters only they reach. 0: every view."""
+    check_against_inputs: bool = True
+    """Our addition: a view teaches only if its targets are no farther than its rendering from what the observed
+    views photographed, over the pixels they show (an observed ray within ``coverage_degrees[1]`` of the novel
+    ray, through the rendered surface point): a change the inputs contradict is never taught. Needs depth and
+    ``coverage_degrees``; False: no check."""
     num_steps: int = 10
     """DDIM steps from t to 0 for each target (multistep modes)."""
     target: Literal["residual", "sample"] = "residual"
@@ -154,47 +163,6 @@ def t_range(config: SampleLossConfig, step: int, total_steps: int) -> tuple[floa
 
 
 @dataclass(frozen=True)
-class Observations:
-    """The observed views as the prior sees them: square, at its resolution."""
-
-    images: Float[Tensor, "N 3 R R"]
-    """Centre-cropped to square and resized to the prior's resolution, in [0, 1]."""
-    c2w: Float[Tensor, "N 4 4"]
-    """Camera-to-world in the scene model's frame (OpenGL)."""
-    intrinsics: Float[Tensor, "N 4"]
-    """fx, fy, cx, cy in pixels of ``images``."""
-    frame_intrinsics: Float[Tensor, "N 4"]
-    """fx, fy, cx, cy of the whole frame resized so that its short side is the prior's resolution."""
-    frame_sizes: Int[Tensor, "N 2"]
-    """(height, width) of those resized whole frames."""
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-
-def square_views(
-    images: list[Float[Tensor, "3 H W"]], c2w: Float[Tensor, "N 4 4"], intrinsics: Float[Tensor, "N 4"], resolution: int
-) -> Observations:
-    """Centre-crop each view to a square and resize it to ``resolution`` (intrinsics follow); also the
-    geometry of each whole frame at that scale, where novel views are placed."""
-    squared, new_intrinsics, frames, sizes = [], [], [], []
-    for image, k in zip(images, intrinsics):
-        height, width = image.shape[-2:]
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        crop = image[None, :3, top : top + side, left : left + side].float()
-        squared.append(F.interpolate(crop, size=(resolution, resolution), mode="bilinear", antialias=True)[0])
-        scale = resolution / side
-        frames.append(scale_intrinsics(k.float(), scale, scale))
-        sizes.append([max(resolution, round(height * scale)), max(resolution, round(width * scale))])
-        new_intrinsics.append(crop_intrinsics(frames[-1], left * scale, top * scale))
-    return Observations(
-        torch.stack(squared).clamp(0, 1), c2w.float(), torch.stack(new_intrinsics), torch.stack(frames),
-        torch.tensor(sizes, device=c2w.device),
-    )  # fmt: skip
-
-
-@dataclass(frozen=True)
 class NovelViews:
     """Novel cameras with their conditioning and (multistep modes) their diffusion targets."""
 
@@ -242,7 +210,7 @@ class SampleGuidance:
         self.rng = np.random.default_rng(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.cache: NovelViews | None = None
-        self.last_t, self.last_coverage = float("nan"), float("nan")
+        self.last_t = self.last_coverage = self.last_agreement = self.last_taught = float("nan")
         logger.info("sample loss: %s, %s cameras, weight %.4g", config.mode, self.layout, self.weight)
 
     def noise_range(self, step: int) -> tuple[float, float]:
@@ -352,12 +320,15 @@ class SampleGuidance:
     @torch.no_grad()
     def make_targets(self, views: NovelViews, renderings: Tensor, depth: Tensor | None, step: int) -> NovelViews:
         """The targets for ``renderings`` of ``views``: the prior's samples from them, as residuals or as they
-        are, moved towards by the coverage weight of each pixel; no sample is drawn when no view is active."""
-        coverage = self.coverage_weights(views, depth)
-        active = coverage.mean(dim=(1, 2, 3)) >= self.config.min_coverage
-        self.last_t, self.last_coverage = float(views.t.mean()), float(coverage.mean())
+        are, moved towards by the coverage weight of each pixel; no sample is drawn when no view is active,
+        and a view whose targets the observed views contradict becomes inactive."""
+        coverage = self.coverage(views, depth)
+        weights = self._weights(coverage, len(views.t))
+        active = weights.mean(dim=(1, 2, 3)) >= self.config.min_coverage
+        self.last_t, self.last_coverage = float(views.t.mean()), float(weights.mean())
+        self.last_taught = float(active.float().mean())
         if not active.any():
-            return NovelViews(views.c2w, views.intrinsics, views.conditioning, views.t, renderings, coverage, active, step)
+            return NovelViews(views.c2w, views.intrinsics, views.conditioning, views.t, renderings, weights, active, step)
         samples = self.prior.sample(
             *self._prior_inputs(views),
             init_images=renderings.clamp(0, 1),
@@ -368,8 +339,14 @@ class SampleGuidance:
         ).float()
         if self.config.target == "residual":
             samples = self._residual_targets(renderings, samples, views.t)
-        targets = renderings + (coverage * active.view(-1, 1, 1, 1)) * (samples - renderings)
-        return NovelViews(views.c2w, views.intrinsics, views.conditioning, views.t, targets, coverage, active, step)
+        targets = renderings + weights * (samples - renderings)
+        if coverage is not None and self.config.check_against_inputs:
+            agreement = input_agreement(renderings, targets, coverage, self.config.coverage_degrees[1])
+            self.last_agreement = float(agreement[active].mean())
+            active &= agreement >= 0
+        self.last_taught = float(active.float().mean())
+        targets = torch.where(active.view(-1, 1, 1, 1), targets, renderings)
+        return NovelViews(views.c2w, views.intrinsics, views.conditioning, views.t, targets, weights, active, step)
 
     def _residual_targets(self, renderings: Tensor, samples: Tensor, t: Tensor) -> Tensor:
         """``rendering + sample - D(E(rendering))``; the change is zero where t = 0 (nothing was sampled)."""
@@ -377,28 +354,23 @@ class SampleGuidance:
         change = torch.where((t > 0).view(-1, 1, 1, 1), samples - round_trip, torch.zeros_like(samples))
         return (renderings + change).clamp(0, 1)
 
-    @torch.no_grad()
+    def coverage(self, views: NovelViews, depth: Tensor | None) -> Coverage | None:
+        """What the observed views show of ``views`` rendered at ``depth``; None without depth or without
+        ``coverage_degrees`` (the paper)."""
+        if depth is None or self.config.coverage_degrees is None:
+            return None
+        return observed_coverage(views.c2w, views.intrinsics, depth, self.observations)
+
+    def _weights(self, coverage: Coverage | None, count: int) -> Tensor:
+        if coverage is None:
+            size = self.prior.resolution
+            return torch.ones(count, 1, size, size, device=self.observations.c2w.device)
+        return coverage.weights(self.config.coverage_degrees)
+
     def coverage_weights(self, views: NovelViews, depth: Tensor | None) -> Tensor:
         """(K, 1, R, R) weights in [0, 1]: how far each pixel's surface point is from being seen, by angle,
         in an observed view (see the module docstring). Ones without depth or without ``coverage_degrees``."""
-        size = self.prior.resolution
-        if depth is None or self.config.coverage_degrees is None:
-            return torch.ones(len(views.t), 1, size, size, device=views.c2w.device)
-        origins, directions = pixel_rays(views.c2w, views.intrinsics, size, size)  # (K, R, R, 3)
-        points = (origins + directions * depth.permute(0, 2, 3, 1)).flatten(1, 2)  # (K, R*R, 3)
-        to_novel = F.normalize(origins.flatten(1, 2) - points, dim=-1)
-        obs = self.observations
-        nearest_angle = torch.full(points.shape[:2], torch.inf, device=points.device)
-        for c2w, intrinsics, (height, width) in zip(obs.c2w, obs.frame_intrinsics, obs.frame_sizes.tolist()):
-            pixels, z = project(points, c2w, intrinsics)
-            in_frame = (z > 0) & (pixels[..., 0] >= 0) & (pixels[..., 0] <= width)
-            in_frame &= (pixels[..., 1] >= 0) & (pixels[..., 1] <= height)
-            to_observed = F.normalize(c2w[:3, 3] - points, dim=-1)
-            angle = torch.arccos((to_novel * to_observed).sum(-1).clamp(-1.0, 1.0))
-            nearest_angle = torch.where(in_frame, torch.minimum(nearest_angle, angle), nearest_angle)
-        low, high = (math.radians(a) for a in self.config.coverage_degrees)
-        weights = ((nearest_angle - low) / max(high - low, 1e-6)).clamp(0, 1)
-        return weights.view(-1, 1, size, size)
+        return self._weights(self.coverage(views, depth), len(views.t))
 
     def _render_cached(self, index: int, render: RenderFn) -> tuple[Tensor, Tensor]:
         """Rendering (with gradients) and target of cached view ``index``, or of a random window of it."""
@@ -430,3 +402,18 @@ class SampleGuidance:
         # d/d latents of 0.5 * mean |latents - (latents - g)|^2 is g / numel: the SDS gradient without the
         # U-Net Jacobian, averaged over latent elements like the multistep loss averages over pixels.
         return 0.5 * F.mse_loss(latents, (latents - gradient).detach())
+
+
+def input_agreement(
+    renderings: Float[Tensor, "K 3 R R"], targets: Float[Tensor, "K 3 R R"], coverage: Coverage, max_degrees: float
+) -> Float[Tensor, "K"]:
+    """How much closer than the renderings the targets are to the observed colours, per view: the mean
+    |rendering - colour| minus the mean |target - colour| over the pixels an observed ray within
+    ``max_degrees`` sees (0 where there are none). Negative: the targets move away from the photographs."""
+    shown = (coverage.known & (coverage.angle <= math.radians(max_degrees))).float()
+    pixels = shown.sum(dim=(1, 2, 3)).clamp(min=1) * 3
+
+    def error(images: Tensor) -> Tensor:
+        return ((images - coverage.colour).abs() * shown).sum(dim=(1, 2, 3)) / pixels
+
+    return error(renderings) - error(targets)

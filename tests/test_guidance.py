@@ -1,5 +1,6 @@
 """reconfusion.guidance: the noise schedule, the views the prior sees, and the three loss modes."""
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -7,9 +8,10 @@ import pytest
 import torch
 
 from reconfusion.cameras import pixel_rays, project
-from reconfusion.guidance import SampleGuidance, SampleLossConfig, square_views, t_range
+from reconfusion.guidance import SampleGuidance, SampleLossConfig, input_agreement, t_range
 from reconfusion.metrics import load_lpips
 from reconfusion.novel_views import look_at
+from reconfusion.observations import Coverage, observed_coverage, square_views
 from reconfusion.prior import ReconFusionPrior
 
 
@@ -102,6 +104,51 @@ def test_coverage_weight_is_zero_where_an_observed_view_sees_the_point_and_one_w
     assert (guidance.coverage_weights(halfway, None) == 1).all()  # no depth: the paper's weight
     paper = make_guidance(prior, coverage_degrees=None)
     assert (paper.coverage_weights(same, depth) == 1).all()
+
+
+def test_observed_coverage_at_an_observed_camera_is_that_view(prior):
+    obs = observations(prior.resolution)
+    size = prior.resolution
+    coverage = observed_coverage(obs.c2w[:1], obs.intrinsics[:1], torch.full((1, 1, size, size), 2.0), obs)
+    assert coverage.known.all() and coverage.angle.max() < 1e-3
+    assert torch.allclose(coverage.colour, obs.images[:1], atol=1e-4)  # the same pixels, read back
+    behind = obs.c2w[:1].clone()
+    behind[0, :3, 3] += 100.0 * behind[0, :3, 2]  # far behind view 0: its points are behind every camera
+    far = observed_coverage(behind, obs.intrinsics[:1], torch.full((1, 1, size, size), 2.0), obs)
+    assert not far.known.any() and (far.weights((5.0, 25.0)) == 1).all()  # seen by no view: no colour
+
+
+def test_targets_the_photographs_contradict_teach_nothing(prior):
+    """At an observed camera with every pixel half-weighted, a prior whose sample is the photograph is taught, and
+    one whose sample is its negative is not (no loss, the target is the rendering)."""
+    guidance = make_guidance(prior, views_per_refresh=1, target="sample", coverage_degrees=(-10.0, 10.0))
+    obs, size = guidance.observations, prior.resolution
+    views = replace(guidance.sample_views(1, 0), c2w=obs.c2w[:1], intrinsics=obs.intrinsics[:1])
+    rendering, depth = torch.full((1, 3, size, size), 0.5), torch.full((1, 1, size, size), 2.0)
+    try:
+        prior.sample = lambda *a, **k: obs.images[:1]
+        taught = guidance.make_targets(views, rendering, depth, step=0)
+        assert taught.active.tolist() == [True] and guidance.last_agreement > 0
+        prior.sample = lambda *a, **k: 1 - obs.images[:1]
+        refused = guidance.make_targets(views, rendering, depth, step=0)
+        assert refused.active.tolist() == [False] and torch.equal(refused.targets, rendering)
+        unchecked = make_guidance(prior, views_per_refresh=1, target="sample", coverage_degrees=(-10.0, 10.0),
+                                  check_against_inputs=False)  # fmt: skip
+        assert unchecked.make_targets(views, rendering, depth, step=0).active.tolist() == [True]
+    finally:
+        del prior.sample
+
+
+def test_input_agreement_is_signed_and_ignores_pixels_no_view_shows():
+    colour = torch.rand(2, 3, 8, 8)
+    angle = torch.full((2, 1, 8, 8), math.radians(10.0))
+    angle[:, :, :4] = torch.inf  # the top half is seen by no observed view
+    coverage = Coverage(angle, colour, torch.isfinite(angle))
+    rendering = colour + 0.2
+    targets = torch.stack([colour[0] + 0.1, colour[1] + 0.3])
+    targets[:, :, :4] = 5.0  # changes where nothing was photographed are not judged
+    assert input_agreement(rendering, targets, coverage, 25.0).tolist() == pytest.approx([0.1, -0.1], abs=1e-5)
+    assert input_agreement(rendering, targets, coverage, 5.0).tolist() == [0.0, 0.0]  # all seen too obliquely
 
 
 def test_whole_view_loss_renders_once_per_refresh_and_covered_pixels_teach_nothing(prior):

@@ -1,0 +1,118 @@
+"""The observed views as the prior sees them, and what they already show of a novel view.
+
+:func:`square_views` turns the input images into the prior's square views. :func:`observed_coverage`
+projects each pixel's rendered surface point of a novel view into the observed views and keeps, per
+pixel, the smallest angle between the novel ray and an observed ray through that point (over the views
+that have it in frame) and the colour that nearest view shows there. The sample loss uses the angle to
+weight the prior's change (small angle: the inputs already decide the pixel) and the colour to check
+the change against what was photographed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from reconfusion.cameras import crop_intrinsics, pixel_rays, project, scale_intrinsics
+
+
+@dataclass(frozen=True)
+class Observations:
+    """The observed views as the prior sees them: square, at its resolution."""
+
+    images: Float[Tensor, "N 3 R R"]
+    """Centre-cropped to square and resized to the prior's resolution, in [0, 1]."""
+    c2w: Float[Tensor, "N 4 4"]
+    """Camera-to-world in the scene model's frame (OpenGL)."""
+    intrinsics: Float[Tensor, "N 4"]
+    """fx, fy, cx, cy in pixels of ``images``."""
+    frame_intrinsics: Float[Tensor, "N 4"]
+    """fx, fy, cx, cy of the whole frame resized so that its short side is the prior's resolution."""
+    frame_sizes: Int[Tensor, "N 2"]
+    """(height, width) of those resized whole frames."""
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def square_views(
+    images: list[Float[Tensor, "3 H W"]], c2w: Float[Tensor, "N 4 4"], intrinsics: Float[Tensor, "N 4"], resolution: int
+) -> Observations:
+    """Centre-crop each view to a square and resize it to ``resolution`` (intrinsics follow); also the
+    geometry of each whole frame at that scale, where novel views are placed."""
+    squared, new_intrinsics, frames, sizes = [], [], [], []
+    for image, k in zip(images, intrinsics):
+        height, width = image.shape[-2:]
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        crop = image[None, :3, top : top + side, left : left + side].float()
+        squared.append(F.interpolate(crop, size=(resolution, resolution), mode="bilinear", antialias=True)[0])
+        scale = resolution / side
+        frames.append(scale_intrinsics(k.float(), scale, scale))
+        sizes.append([max(resolution, round(height * scale)), max(resolution, round(width * scale))])
+        new_intrinsics.append(crop_intrinsics(frames[-1], left * scale, top * scale))
+    return Observations(
+        torch.stack(squared).clamp(0, 1), c2w.float(), torch.stack(new_intrinsics), torch.stack(frames),
+        torch.tensor(sizes, device=c2w.device),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What the observed views show of each pixel of K novel views of side R."""
+
+    angle: Float[Tensor, "K 1 R R"]
+    """Smallest angle (radians) between the novel ray and an observed ray through the pixel's surface point,
+    over the observed views that have the point in frame; inf where none has."""
+    colour: Float[Tensor, "K 3 R R"]
+    """The colour the nearest of those views shows at the point (its square image; zero where unknown)."""
+    known: Bool[Tensor, "K 1 R R"]
+    """Where ``colour`` is known: the point lies inside the nearest view's square image."""
+
+    def weights(self, degrees: tuple[float, float]) -> Float[Tensor, "K 1 R R"]:
+        """0 below the first angle, 1 above the second (and where no view sees the point), linear between."""
+        low, high = (math.radians(a) for a in degrees)
+        return ((self.angle - low) / max(high - low, 1e-6)).clamp(0, 1)
+
+
+@torch.no_grad()
+def observed_coverage(
+    c2w: Float[Tensor, "K 4 4"], intrinsics: Float[Tensor, "K 4"], depth: Float[Tensor, "K 1 R R"], obs: Observations
+) -> Coverage:
+    """The :class:`Coverage` of novel views rendered at ``depth`` (distance along each ray)."""
+    count, size = depth.shape[0], depth.shape[-1]
+    origins, directions = pixel_rays(c2w, intrinsics, size, size)  # (K, R, R, 3)
+    points = (origins + directions * depth.permute(0, 2, 3, 1)).flatten(1, 2)  # (K, R*R, 3)
+    to_novel = F.normalize(origins.flatten(1, 2) - points, dim=-1)
+    angle = torch.full(points.shape[:2], torch.inf, device=points.device)
+    colour = torch.zeros(count, 3, size * size, device=points.device)
+    known = torch.zeros(points.shape[:2], dtype=torch.bool, device=points.device)
+    for index, (height, width) in enumerate(obs.frame_sizes.tolist()):
+        pixels, z = project(points, obs.c2w[index], obs.frame_intrinsics[index])
+        in_frame = (z > 0) & (pixels[..., 0] >= 0) & (pixels[..., 0] <= width)
+        in_frame &= (pixels[..., 1] >= 0) & (pixels[..., 1] <= height)
+        to_observed = F.normalize(obs.c2w[index, :3, 3] - points, dim=-1)
+        this_angle = torch.arccos((to_novel * to_observed).sum(-1).clamp(-1.0, 1.0))
+        nearer = in_frame & (this_angle < angle)
+        this_colour, inside = _sample_square(obs, index, points)
+        angle = torch.where(nearer, this_angle, angle)
+        colour = torch.where(nearer[:, None], this_colour, colour)
+        known = torch.where(nearer, inside, known)
+    shape = (count, -1, size, size)
+    return Coverage(angle.view(shape), (colour * known[:, None]).view(shape), known.view(shape))
+
+
+def _sample_square(obs: Observations, index: int, points: Float[Tensor, "K P 3"]) -> tuple[Tensor, Tensor]:
+    """Colours (K, 3, P) of observed square image ``index`` at the projections of ``points``, and whether each
+    projection lands inside it (in front of the camera)."""
+    size = obs.images.shape[-1]
+    pixels, z = project(points, obs.c2w[index], obs.intrinsics[index])
+    inside = (z > 0) & (pixels >= 0).all(-1) & (pixels <= size).all(-1)
+    grid = (pixels / size * 2 - 1)[:, None]  # (K, 1, P, 2), align_corners=False convention
+    image = obs.images[index : index + 1].expand(points.shape[0], -1, -1, -1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0], inside
