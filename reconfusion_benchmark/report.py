@@ -31,7 +31,7 @@ logger = logging.getLogger("reconfusion")
 
 CSV_COLUMNS = ("scene", "group", "views", "method", "psnr", "ssim", "lpips", "psnr_masked", "ssim_masked",
                "lpips_masked", "lpips_backend", "fit_seconds",
-               "eval_seconds", "peak_rss_mb", "peak_gpu_mb", "resolution", "test_views", "iterations",
+               "eval_seconds", "peak_rss_mb", "peak_gpu_mb", "resolution", "test_views", "iterations", "sample_taught",
                "machine", "concurrency", "finished")  # fmt: skip
 COMMANDS_FILE = "commands.json"
 """OUT/commands.json: every benchmark command run with this output folder (the report lists them)."""
@@ -281,13 +281,15 @@ def _published(group: str) -> list[str]:
 
 
 def _scene_table(results: list[RunResult]) -> list[str]:
-    lines = ["| group | scene | views | method | PSNR | SSIM | LPIPS | masked PSNR / SSIM / LPIPS | fit s | peak MiB "
-             "| resolution | test views |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| group | scene | views | method | PSNR | SSIM | LPIPS | masked PSNR / SSIM / LPIPS | views taught "
+             "| fit s | peak MiB | resolution | test views |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
         masked = "-" if r.psnr_masked is None else f"{_fmt(r.psnr_masked, 2)} / {_fmt(r.ssim_masked, 3)} / {_fmt(r.lpips_masked, 3)}"
+        taught = "-" if r.sample_taught is None else f"{r.sample_taught:.0%}"
         lines.append(
             f"| {r.group} | {r.scene} | {r.views} | {r.method} | {_fmt(r.psnr, 2)} | {_fmt(r.ssim, 3)} | "
-            f"{_fmt(r.lpips, 3)} | {masked} | {r.fit_seconds:.0f} | {r.peak_rss_mb:.0f} | {r.resolution} | {r.test_views} |"
+            f"{_fmt(r.lpips, 3)} | {masked} | {taught} | {r.fit_seconds:.0f} | {r.peak_rss_mb:.0f} | {r.resolution} "
+            f"| {r.test_views} |"
         )
     return lines + [""]
 

@@ -36,6 +36,7 @@ PREPARED_KEY = "reconfusion_benchmark_copy"
 """transforms.json key of a scene copy made by the benchmark (downscaled and/or fewer test views)."""
 NS_EXPERIMENT, NS_TIMESTAMP = "fit", "run"
 GPU_MEMORY_TAG = "GPU Memory (MB)"
+TAUGHT_TAG = "Train Metrics Dict/sample_taught"
 """The tensorboard scalar where nerfstudio's trainer logs torch.cuda.max_memory_allocated."""
 RENDER_PREFIX = "eval_img_"
 """ns-eval writes each test view as eval_img_XXXX.png: ground truth | rendering, side by side."""
@@ -216,6 +217,7 @@ def fit_and_evaluate(run: Run, config: BenchmarkConfig, settings: dict) -> RunRe
         resolution=info.resolution, test_views=info.test_views, iterations=_iterations(ns_config), settings=settings,
         source=info.source, machine=describe_machine(),
         **{f"{k}_masked": float(metrics[f"{k}_masked"]) for k in ("psnr", "ssim", "lpips") if f"{k}_masked" in metrics},
+        sample_taught=_taught(ns_config.parent),
         concurrency=f"{config.jobs} jobs x {env.get('OMP_NUM_THREADS', 'default')} threads",
         finished=datetime.now().astimezone().isoformat(timespec="seconds"),
     )  # fmt: skip
@@ -238,15 +240,27 @@ def _iterations(ns_config: Path) -> int:
 def _peak_gpu_mb(ns_run: Path) -> Optional[float]:
     """Peak CUDA memory of the fit: the largest "GPU Memory (MB)" scalar nerfstudio logged to tensorboard
     (torch.cuda.max_memory_allocated); None on a CPU or without event files."""
+    peaks = _logged(ns_run, GPU_MEMORY_TAG)
+    return round(max(peaks), 1) if peaks and max(peaks) > 0 else None
+
+
+def _taught(ns_run: Path) -> Optional[float]:
+    """Mean of the logged fraction of novel views that taught (None for methods without a sample loss)."""
+    values = [v for v in _logged(ns_run, TAUGHT_TAG) if np.isfinite(v)]
+    return round(float(np.mean(values)), 3) if values else None
+
+
+def _logged(ns_run: Path, tag: str) -> list[float]:
+    """Every value of a scalar the fit logged to tensorboard (none without event files)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    peaks = []
+    values = []
     for events in ns_run.glob("events.out.tfevents.*"):
         accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
         accumulator.Reload()
-        if GPU_MEMORY_TAG in accumulator.Tags().get("scalars", []):
-            peaks += [event.value for event in accumulator.Scalars(GPU_MEMORY_TAG)]
-    return round(max(peaks), 1) if peaks and max(peaks) > 0 else None
+        if tag in accumulator.Tags().get("scalars", []):
+            values += [event.value for event in accumulator.Scalars(tag)]
+    return values
 
 
 # ------------------------------------------------------------------------------------------ scenes

@@ -184,6 +184,9 @@ class RunResult:
     """Mean test SSIM inside the object mask."""
     lpips_masked: Optional[float] = None
     """Mean test LPIPS inside the object mask."""
+    sample_taught: Optional[float] = None
+    """Methods with a sample loss: the fraction of the novel views drawn that taught (the rest were stopped by
+    the coverage gate or the check against the photographs), over the fit's logged steps."""
     concurrency: str = ""
     """How fits shared the machine ("2 jobs x 1 thread"): fit_seconds depend on it."""
     finished: str = ""

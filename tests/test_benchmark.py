@@ -346,6 +346,8 @@ def test_benchmark_end_to_end(tiny_scene, tmp_path):
         assert 5.0 < float(row["psnr"]) < 60.0 and 0.0 < float(row["ssim"]) <= 1.0 and np.isfinite(float(row["lpips"]))
         assert float(row["peak_rss_mb"]) > 200 and float(row["fit_seconds"]) > 1 and row["iterations"] == "20"
         assert row["resolution"] == "64x64" and row["test_views"] == "3"
+    taught = rows[1]["sample_taught"]  # 20 iterations: the loss acts at steps 0 and 10
+    assert rows[0]["sample_taught"] == "" and 0.0 <= float(taught) <= 1.0
     assert "Sample loss: annealed-multistep" in (out / "runs" / tiny_scene.name / "3-views" / "reconfusion" / "train.log").read_text()
     assert not list(out.glob("runs/*/*/*/ns/**/nerfstudio_models/*.ckpt"))  # deleted after evaluation
     grid = out / "figures" / "grids" / f"{tiny_scene.name}_3-views.png"
