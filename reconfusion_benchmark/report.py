@@ -35,7 +35,7 @@ CSV_COLUMNS = ("scene", "group", "views", "method", "psnr", "ssim", "lpips", "ps
                "machine", "concurrency", "finished")  # fmt: skip
 COMMANDS_FILE = "commands.json"
 """OUT/commands.json: every benchmark command run with this output folder (the report lists them)."""
-MEAN_KEYS = ("psnr", "ssim", "lpips", "fit_seconds", "peak_rss_mb", "psnr_masked", "lpips_masked")
+MEAN_KEYS = ("psnr", "ssim", "lpips", "fit_seconds", "peak_rss_mb", "psnr_masked", "lpips_masked", "sample_taught")
 STLPIPS_NOTE = (
     " (shift-tolerant LPIPS: the standard LPIPS weights cannot be downloaded here; its values are not "
     "comparable with published LPIPS)"
@@ -248,7 +248,7 @@ def _group_table(group: str, results: list[RunResult], means: dict) -> list[str]
         lines += [NOTES[group], ""]
     masked = any(r.psnr_masked is not None for r in rows)
     columns = ("views", "method", "PSNR", "SSIM", "LPIPS", "PSNR - baseline", "LPIPS - baseline",
-               *(("masked PSNR", "masked LPIPS") if masked else ()), "fit s", "peak MiB", "scenes")  # fmt: skip
+               *(("masked PSNR", "masked LPIPS") if masked else ()), "views taught", "fit s", "peak MiB", "scenes")  # fmt: skip
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for views in sorted({r.views for r in rows}):
         for method in _method_order(rows):
@@ -262,9 +262,13 @@ def _group_table(group: str, results: list[RunResult], means: dict) -> list[str]
                 f"| {views} | {method} | {_fmt(c['psnr'], 2)} | {_fmt(c['ssim'], 3)} | {_fmt(c['lpips'], 3)} | "
                 f"{paired[0]} | {paired[1]} | "
                 + (f"{_fmt(c['psnr_masked'], 2)} | {_fmt(c['lpips_masked'], 3)} | " if masked else "")
-                + f"{c['fit_seconds']:.0f} | {c['peak_rss_mb']:.0f} | {c['count']} |"
+                + f"{_percent(c['sample_taught'])} | {c['fit_seconds']:.0f} | {c['peak_rss_mb']:.0f} | {c['count']} |"
             )
     return lines + [""] + _published(group)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:.0%}"
 
 
 def _published(group: str) -> list[str]:
@@ -285,7 +289,7 @@ def _scene_table(results: list[RunResult]) -> list[str]:
              "| fit s | peak MiB | resolution | test views |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
         masked = "-" if r.psnr_masked is None else f"{_fmt(r.psnr_masked, 2)} / {_fmt(r.ssim_masked, 3)} / {_fmt(r.lpips_masked, 3)}"
-        taught = "-" if r.sample_taught is None else f"{r.sample_taught:.0%}"
+        taught = _percent(r.sample_taught)
         lines.append(
             f"| {r.group} | {r.scene} | {r.views} | {r.method} | {_fmt(r.psnr, 2)} | {_fmt(r.ssim, 3)} | "
             f"{_fmt(r.lpips, 3)} | {masked} | {taught} | {r.fit_seconds:.0f} | {r.peak_rss_mb:.0f} | {r.resolution} "
@@ -357,7 +361,9 @@ def markdown_report(
     lines += ["## Means per view count", "", "Means over each group's scenes (the test views of every scene's "
               "split). The differences to the baseline are means of the per-scene differences, over the scenes "
               "where both have finished, with a 95% percentile-bootstrap interval over those scenes where there "
-              "are two or more.", ""]  # fmt: skip
+              "are two or more. Views taught: of the novel views the sample loss drew, the fraction that taught "
+              "(the others were fully covered by the inputs, or the check against the photographs refused the "
+              "prior's change).", ""]  # fmt: skip
     for group in sorted({r.group for r in main}, key=group_key):
         lines += _group_table(group, main, means)
     lines += [f"![{p.stem}]({_link(p, base)})" for p in plots] + [""]
