@@ -30,9 +30,9 @@ frame, sets the pixel's weight: 0 below ``coverage_degrees[0]``, 1 above ``cover
 linear in between (1 where no observed view has the point in frame). The target becomes
 ``x + weight (x_hat - x)``, so the L1 and LPIPS terms act only where the inputs leave the scene open,
 and a view whose mean weight is below ``min_coverage`` teaches nothing at all. The pixels an observed view
-shows also check the prior (``check_against_inputs``): where the targets end up farther than the rendering
-from the colours the observed views photographed there, the view teaches nothing, so a change the inputs
-contradict is never taught.
+shows also check the prior (``check_against_inputs``): a view teaches only if its targets are closer than
+its rendering to the colours the observed views photographed there, by two standard errors; a view with too
+few such pixels to judge follows the scene's last verdicts, and nothing is taught before the first.
 With ``weight_schedule = "fade"`` the loss weight also falls with t_min, to 0 at the end of the anneal.
 
 Novel views cover the whole frame: each is a square window, at a random place, of the nearest observed
@@ -66,6 +66,14 @@ from reconfusion.observations import Coverage, Observations, observed_coverage
 logger = logging.getLogger(__name__)
 
 SampleLossMode = Literal["annealed-multistep", "multistep", "sds"]
+
+CHECK_Z = 2.0
+"""A view with enough photographed pixels teaches only if its targets are closer to them than its rendering by at
+least this many standard errors (a one-sided test; neighbouring pixels correlate, so it is a lenient one)."""
+CHECK_MIN_FRACTION = 0.05
+"""Fewer photographed pixels than this fraction of the view: too little to judge the view by."""
+CHECK_MEMORY = 5
+"""Views too little photographed to judge teach when most of the last this many judged views passed."""
 
 RenderFn = Callable[[Tensor, Tensor, int, int, Tensor], tuple[Tensor, Tensor | None]]
 """``render(c2w (K, 4, 4), intrinsics (K, 4), height, width, camera_index (K,)) -> (rgb, depth)``: the
@@ -109,10 +117,10 @@ class SampleLossConfig:
     inputs determine nearly all of a view, its few open pixels would mostly pass on the prior's errors, and Adam
     turns even a tiny gradient into full-size steps for the parameters only they reach. 0: every view."""
     check_against_inputs: bool = True
-    """Our addition: a view teaches only if its targets are no farther than its rendering from what the observed
-    views photographed, over the pixels they show (an observed ray within ``coverage_degrees[1]`` of the novel
-    ray, through the rendered surface point): a change the inputs contradict is never taught. Needs depth and
-    ``coverage_degrees``; False: no check."""
+    """Our addition: a view teaches only if its targets are significantly closer than its rendering to what the
+    observed views photographed, over the pixels they show (an observed ray within ``coverage_degrees[1]`` of the
+    novel ray, through the rendered surface point); views too little photographed to judge follow the scene's
+    recent verdicts. Needs depth and ``coverage_degrees``; False: no check."""
     num_steps: int = 10
     """DDIM steps from t to 0 for each target (multistep modes)."""
     target: Literal["residual", "sample"] = "residual"
@@ -211,6 +219,7 @@ class SampleGuidance:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.cache: NovelViews | None = None
         self.last_t = self.last_coverage = self.last_agreement = self.last_taught = float("nan")
+        self.verdicts: list[bool] = []
         logger.info("sample loss: %s, %s cameras, weight %.4g", config.mode, self.layout, self.weight)
 
     def noise_range(self, step: int) -> tuple[float, float]:
@@ -341,9 +350,7 @@ class SampleGuidance:
             samples = self._residual_targets(renderings, samples, views.t)
         targets = renderings + weights * (samples - renderings)
         if coverage is not None and self.config.check_against_inputs:
-            agreement = input_agreement(renderings, targets, coverage, self.config.coverage_degrees[1])
-            self.last_agreement = float(agreement[active].mean())
-            active &= agreement >= 0
+            active &= self._checked(input_agreement(renderings, targets, coverage, self.config.coverage_degrees[1]), active)
         self.last_taught = float(active.float().mean())
         targets = torch.where(active.view(-1, 1, 1, 1), targets, renderings)
         return NovelViews(views.c2w, views.intrinsics, views.conditioning, views.t, targets, weights, active, step)
@@ -353,6 +360,17 @@ class SampleGuidance:
         round_trip = self.prior.decode_latents(self.prior.encode_images(renderings.clamp(0, 1))).float()
         change = torch.where((t > 0).view(-1, 1, 1, 1), samples - round_trip, torch.zeros_like(samples))
         return (renderings + change).clamp(0, 1)
+
+    def _checked(self, agreement: Agreement, drawn: Tensor) -> Tensor:
+        """Which views pass the check: those with enough photographed pixels must bring them significantly closer
+        to the photographs; the others follow the scene's recent verdicts (untaught before the first)."""
+        judged = agreement.fraction >= CHECK_MIN_FRACTION
+        passed = agreement.z > CHECK_Z
+        self.verdicts = (self.verdicts + passed[judged & drawn].tolist())[-CHECK_MEMORY:]
+        trusted = len(self.verdicts) > 0 and 2 * sum(self.verdicts) > len(self.verdicts)
+        if drawn.any():
+            self.last_agreement = float(agreement.gain[drawn].mean())
+        return torch.where(judged, passed, torch.full_like(passed, trusted))
 
     def coverage(self, views: NovelViews, depth: Tensor | None) -> Coverage | None:
         """What the observed views show of ``views`` rendered at ``depth``; None without depth or without
@@ -404,16 +422,29 @@ class SampleGuidance:
         return 0.5 * F.mse_loss(latents, (latents - gradient).detach())
 
 
+@dataclass(frozen=True)
+class Agreement:
+    """Per novel view, how the targets compare with the renderings on the pixels an observed view photographed."""
+
+    gain: Float[Tensor, "K"]
+    """Mean over those pixels of |rendering - colour| - |target - colour| (0 without pixels); positive: the
+    targets are closer to the photographs."""
+    z: Float[Tensor, "K"]
+    """``gain`` over its standard error (0 without pixels)."""
+    fraction: Float[Tensor, "K"]
+    """Fraction of the view's pixels compared."""
+
+
 def input_agreement(
     renderings: Float[Tensor, "K 3 R R"], targets: Float[Tensor, "K 3 R R"], coverage: Coverage, max_degrees: float
-) -> Float[Tensor, "K"]:
-    """How much closer than the renderings the targets are to the observed colours, per view: the mean
-    |rendering - colour| minus the mean |target - colour| over the pixels an observed ray within
-    ``max_degrees`` sees (0 where there are none). Negative: the targets move away from the photographs."""
-    shown = (coverage.known & (coverage.angle <= math.radians(max_degrees))).float()
-    pixels = shown.sum(dim=(1, 2, 3)).clamp(min=1) * 3
-
-    def error(images: Tensor) -> Tensor:
-        return ((images - coverage.colour).abs() * shown).sum(dim=(1, 2, 3)) / pixels
-
-    return error(renderings) - error(targets)
+) -> Agreement:
+    """Compare targets and renderings with the observed colours over the pixels an observed ray within
+    ``max_degrees`` sees."""
+    shown = (coverage.known & (coverage.angle <= math.radians(max_degrees))).float().flatten(1)
+    count = shown.sum(dim=1)
+    gain = ((renderings - coverage.colour).abs() - (targets - coverage.colour).abs()).mean(dim=1).flatten(1)
+    mean = (gain * shown).sum(dim=1) / count.clamp(min=1)
+    variance = (((gain - mean[:, None]) ** 2) * shown).sum(dim=1) / (count - 1).clamp(min=1)
+    z = torch.where(variance > 0, mean / (variance / count.clamp(min=1)).sqrt().clamp(min=1e-12), mean.sign() * math.inf)
+    z = torch.where(count > 0, z, torch.zeros_like(z))
+    return Agreement(mean, z.nan_to_num(0.0), count / shown.shape[1])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from reconfusion.cameras import pixel_rays, project
-from reconfusion.guidance import SampleGuidance, SampleLossConfig, input_agreement, t_range
+from reconfusion.guidance import Agreement, SampleGuidance, SampleLossConfig, input_agreement, t_range
 from reconfusion.metrics import load_lpips
 from reconfusion.novel_views import look_at
 from reconfusion.observations import Coverage, observed_coverage, square_views
@@ -46,7 +46,8 @@ def observations(resolution: int = 64, count: int = 3):
 
 
 def make_guidance(prior, **changes) -> SampleGuidance:
-    config = replace(SampleLossConfig(num_steps=2, views_per_refresh=2), **changes)
+    # The check against the photographs (tested on its own below) would refuse most of a random prior's samples.
+    config = replace(SampleLossConfig(num_steps=2, views_per_refresh=2, check_against_inputs=False), **changes)
     lpips = load_lpips("stlpips") if config.mode != "sds" else None
     return SampleGuidance(config, prior, observations(prior.resolution), total_steps=100, lpips=lpips)
 
@@ -121,7 +122,8 @@ def test_observed_coverage_at_an_observed_camera_is_that_view(prior):
 def test_targets_the_photographs_contradict_teach_nothing(prior):
     """At an observed camera with every pixel half-weighted, a prior whose sample is the photograph is taught, and
     one whose sample is its negative is not (no loss, the target is the rendering)."""
-    guidance = make_guidance(prior, views_per_refresh=1, target="sample", coverage_degrees=(-10.0, 10.0))
+    guidance = make_guidance(prior, views_per_refresh=1, target="sample", coverage_degrees=(-10.0, 10.0),
+                             check_against_inputs=True)  # fmt: skip
     obs, size = guidance.observations, prior.resolution
     views = replace(guidance.sample_views(1, 0), c2w=obs.c2w[:1], intrinsics=obs.intrinsics[:1])
     rendering, depth = torch.full((1, 3, size, size), 0.5), torch.full((1, 1, size, size), 2.0)
@@ -132,8 +134,7 @@ def test_targets_the_photographs_contradict_teach_nothing(prior):
         prior.sample = lambda *a, **k: 1 - obs.images[:1]
         refused = guidance.make_targets(views, rendering, depth, step=0)
         assert refused.active.tolist() == [False] and torch.equal(refused.targets, rendering)
-        unchecked = make_guidance(prior, views_per_refresh=1, target="sample", coverage_degrees=(-10.0, 10.0),
-                                  check_against_inputs=False)  # fmt: skip
+        unchecked = make_guidance(prior, views_per_refresh=1, target="sample", coverage_degrees=(-10.0, 10.0))
         assert unchecked.make_targets(views, rendering, depth, step=0).active.tolist() == [True]
     finally:
         del prior.sample
@@ -145,10 +146,28 @@ def test_input_agreement_is_signed_and_ignores_pixels_no_view_shows():
     angle[:, :, :4] = torch.inf  # the top half is seen by no observed view
     coverage = Coverage(angle, colour, torch.isfinite(angle))
     rendering = colour + 0.2
-    targets = torch.stack([colour[0] + 0.1, colour[1] + 0.3])
+    noise = 0.01 * torch.randn(2, 1, 8, 8)
+    targets = torch.stack([colour[0] + 0.1, colour[1] + 0.3]) + noise
     targets[:, :, :4] = 5.0  # changes where nothing was photographed are not judged
-    assert input_agreement(rendering, targets, coverage, 25.0).tolist() == pytest.approx([0.1, -0.1], abs=1e-5)
-    assert input_agreement(rendering, targets, coverage, 5.0).tolist() == [0.0, 0.0]  # all seen too obliquely
+    agreement = input_agreement(rendering, targets, coverage, 25.0)
+    assert agreement.gain.tolist() == pytest.approx([0.1, -0.1], abs=0.01)
+    assert agreement.z[0] > 20 and agreement.z[1] < -20 and agreement.fraction.tolist() == [0.5, 0.5]
+    oblique = input_agreement(rendering, targets, coverage, 5.0)  # every pixel seen too obliquely to compare
+    assert oblique.gain.tolist() == oblique.z.tolist() == oblique.fraction.tolist() == [0.0, 0.0]
+
+
+def test_views_too_little_photographed_follow_the_recent_verdicts(prior):
+    guidance = make_guidance(prior, check_against_inputs=True)
+    drawn = torch.tensor([True])
+
+    def check(z: float, fraction: float) -> bool:
+        agreement = Agreement(torch.tensor([z / 100]), torch.tensor([z]), torch.tensor([fraction]))
+        return bool(guidance._checked(agreement, drawn))
+
+    assert not check(0.0, 0.0)  # nothing judged yet: not taught
+    assert check(3.0, 0.5) and check(0.0, 0.0)  # judged and passed; the next unjudged view follows
+    assert not check(1.0, 0.5)  # judged: not significant
+    assert not check(-3.0, 0.5) and not check(0.0, 0.0)  # one pass, two failures: not trusted
 
 
 def test_whole_view_loss_renders_once_per_refresh_and_covered_pixels_teach_nothing(prior):
