@@ -334,8 +334,8 @@ class SampleGuidance:
     @torch.no_grad()
     def make_targets(self, views: NovelViews, renderings: Tensor, depth: Tensor | None, step: int) -> NovelViews:
         """The targets for ``renderings`` of ``views``: the prior's samples from them, as residuals or as they
-        are, moved towards by the coverage weight of each pixel; no sample is drawn when no view is active,
-        and a view whose targets the observed views contradict becomes inactive."""
+        are, moved towards by the coverage weight of each pixel; no sample is drawn when no view is active, and
+        with ``check_against_inputs`` a view whose targets fail the check becomes inactive."""
         coverage = self.coverage(views, depth)
         weights = self._weights(coverage, len(views.t))
         active = weights.mean(dim=(1, 2, 3)) >= self.config.min_coverage
