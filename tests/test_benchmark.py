@@ -182,7 +182,7 @@ def test_report_has_tables_plots_and_grids(tmp_path):
     assert "### procedural object-360: 2 scenes" in text and "### llff: 1 scene" in text
     psnr = {(r["scene"], r["views"], r["method"]): float(r["psnr"]) for r in rows}
     mean3 = np.mean([psnr[(s, "3", "reconfusion")] - psnr[(s, "3", "baseline")] for s in ("scene_a", "scene_b")])
-    assert f"| 3 | reconfusion | " in text and f"| {mean3:+.2f} [" in text  # differences of the means, with intervals
+    assert "| 3 | reconfusion | " in text and f"| {mean3:+.2f} [" in text  # differences of the means, with intervals
     assert "reconfusion data synthetic data --scenes 3 --views 24 --resolution 64 --layout object-360 --seed 900000" in text
     assert "reconfusion benchmark --scenes data/scene_a data/scene_b data/scene_c --views 3 6" in text
     assert "stlpips-alex-shift-tolerant" in text and "not comparable" in text
