@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -159,3 +160,19 @@ def atomic_directory(out: Path, overwrite: bool = False) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_scalars(log_dir: Path, tags: tuple[str, ...]) -> dict[str, tuple[list[int], list[float]]]:
+    """(steps, values) of each tag found in the tensorboard event files under ``log_dir`` (all resumed runs)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its directory watcher logs every file it passes
+    series: dict[int, dict[str, float]] = {}
+    for events in sorted({p.parent for p in Path(log_dir).rglob("events.out.tfevents.*")}):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})  # every value, not a sample
+        accumulator.Reload()
+        for tag in set(tags) & set(accumulator.Tags().get("scalars", [])):
+            for event in accumulator.Scalars(tag):
+                series.setdefault(event.step, {})[tag] = event.value  # a resumed run's steps replace the old ones
+    steps = sorted(series)
+    return {tag: ([s for s in steps if tag in series[s]], [series[s][tag] for s in steps if tag in series[s]]) for tag in tags}

@@ -24,7 +24,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from reconfusion_benchmark.runs import METHODS, PRIOR_FLAG, BenchmarkConfig, Run, RunResult
-from reconfusion.files import InputError, read_json
+from reconfusion.files import InputError, read_json, read_scalars
 
 logger = logging.getLogger("reconfusion")
 
@@ -36,8 +36,9 @@ PREPARED_KEY = "reconfusion_benchmark_copy"
 """transforms.json key of a scene copy made by the benchmark (downscaled and/or fewer test views)."""
 NS_EXPERIMENT, NS_TIMESTAMP = "fit", "run"
 GPU_MEMORY_TAG = "GPU Memory (MB)"
-TAUGHT_TAG = "Train Metrics Dict/sample_taught"
 """The tensorboard scalar where nerfstudio's trainer logs torch.cuda.max_memory_allocated."""
+TAUGHT_TAG = "Train Metrics Dict/sample_taught"
+"""The tensorboard scalar where the reconfusion model logs the fraction of novel views that taught."""
 RENDER_PREFIX = "eval_img_"
 """ns-eval writes each test view as eval_img_XXXX.png: ground truth | rendering, side by side."""
 
@@ -207,17 +208,18 @@ def fit_and_evaluate(run: Run, config: BenchmarkConfig, settings: dict) -> RunRe
     if evaluation.returncode != 0:
         raise RunFailed(f"{folder}: ns-eval exited with {evaluation.returncode}:\n{_tail(folder / 'eval.log')}")
     metrics = read_json(folder / "eval.json")["results"]
+    logged = {tag: values for tag, (_, values) in read_scalars(ns_config.parent, (GPU_MEMORY_TAG, TAUGHT_TAG)).items()}
     _tidy(folder, ns_config.parent, config.keep_checkpoints)
     return RunResult(
         scene=run.name, group=info.group, views=run.views, method=run.method,
         psnr=float(metrics["psnr"]), ssim=float(metrics["ssim"]), lpips=float(metrics.get("lpips", float("nan"))),
         lpips_backend=str(metrics.get("lpips_backend", "unknown")),
         fit_seconds=round(train.seconds, 2), eval_seconds=round(evaluation.seconds, 2),
-        peak_rss_mb=round(train.peak_rss_mb, 1), peak_gpu_mb=_peak_gpu_mb(ns_config.parent),
+        peak_rss_mb=round(train.peak_rss_mb, 1), peak_gpu_mb=_peak_gpu_mb(logged[GPU_MEMORY_TAG]),
         resolution=info.resolution, test_views=info.test_views, iterations=_iterations(ns_config), settings=settings,
         source=info.source, machine=describe_machine(),
         **{f"{k}_masked": float(metrics[f"{k}_masked"]) for k in ("psnr", "ssim", "lpips") if f"{k}_masked" in metrics},
-        sample_taught=_taught(ns_config.parent),
+        sample_taught=_taught(logged[TAUGHT_TAG]),
         concurrency=f"{config.jobs} jobs x {env.get('OMP_NUM_THREADS', 'default')} threads",
         finished=datetime.now().astimezone().isoformat(timespec="seconds"),
     )  # fmt: skip
@@ -237,30 +239,16 @@ def _iterations(ns_config: Path) -> int:
     return int(found.group(1)) if found else -1
 
 
-def _peak_gpu_mb(ns_run: Path) -> Optional[float]:
+def _peak_gpu_mb(logged: list[float]) -> Optional[float]:
     """Peak CUDA memory of the fit: the largest "GPU Memory (MB)" scalar nerfstudio logged to tensorboard
     (torch.cuda.max_memory_allocated); None on a CPU or without event files."""
-    peaks = _logged(ns_run, GPU_MEMORY_TAG)
-    return round(max(peaks), 1) if peaks and max(peaks) > 0 else None
+    return round(max(logged), 1) if logged and max(logged) > 0 else None
 
 
-def _taught(ns_run: Path) -> Optional[float]:
+def _taught(logged: list[float]) -> Optional[float]:
     """Mean of the logged fraction of novel views that taught (None for methods without a sample loss)."""
-    values = [v for v in _logged(ns_run, TAUGHT_TAG) if np.isfinite(v)]
+    values = [v for v in logged if np.isfinite(v)]
     return round(float(np.mean(values)), 3) if values else None
-
-
-def _logged(ns_run: Path, tag: str) -> list[float]:
-    """Every value of a scalar the fit logged to tensorboard (none without event files)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    values = []
-    for events in ns_run.glob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        if tag in accumulator.Tags().get("scalars", []):
-            values += [event.value for event in accumulator.Scalars(tag)]
-    return values
 
 
 # ------------------------------------------------------------------------------------------ scenes

@@ -13,7 +13,7 @@ from reconfusion.prior import ReconFusionPrior
 from train_prior.__main__ import run
 from train_prior.checkpoints import completed_checkpoints
 from train_prior.config import TrainConfig
-from train_prior.monitoring import read_scalars
+from reconfusion.files import read_scalars
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ import sys, torch
 from pathlib import Path
 from train_prior.__main__ import run
 from train_prior.config import TrainConfig
-from train_prior.monitoring import read_scalars
+from reconfusion.files import read_scalars
 out = Path(sys.argv[1])
 training = run(TrainConfig(data=(Path(sys.argv[2]),), vae=Path(sys.argv[3]), output_dir=out, steps=2, batch_size=1,
                            image_every=0, ema_decay=0.0, cpu=True))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from torchvision.utils import make_grid
 
+from reconfusion.files import read_scalars
 from train_prior.datasets import MultiviewDataset
 
 MONITOR_INDEX = 2**61
@@ -67,22 +67,6 @@ def image_grid(objective: torch.nn.Module, dataset: MultiviewDataset, count: int
 def log_image_grid(accelerator: Accelerator, objective: torch.nn.Module, dataset: MultiviewDataset, step: int) -> None:
     tracker = accelerator.get_tracker("tensorboard", unwrap=True)
     tracker.add_image("examples", image_grid(objective, dataset), step)
-
-
-def read_scalars(log_dir: Path, tags: tuple[str, ...]) -> dict[str, tuple[list[int], list[float]]]:
-    """(steps, values) of each tag found in the tensorboard event files under ``log_dir`` (all resumed runs)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its directory watcher logs every file it passes
-    series: dict[int, dict[str, float]] = {}
-    for events in sorted({p.parent for p in Path(log_dir).rglob("events.out.tfevents.*")}):
-        accumulator = EventAccumulator(str(events))
-        accumulator.Reload()
-        for tag in set(tags) & set(accumulator.Tags().get("scalars", [])):
-            for event in accumulator.Scalars(tag):
-                series.setdefault(event.step, {})[tag] = event.value  # a resumed run's steps replace the old ones
-    steps = sorted(series)
-    return {tag: ([s for s in steps if tag in series[s]], [series[s][tag] for s in steps if tag in series[s]]) for tag in tags}
 
 
 def plot_loss_curves(log_dir: Path, out: Path, tags: tuple[str, ...] = ("loss", "diffusion", "pixelnerf")) -> Path | None:
