@@ -382,7 +382,7 @@ class SampleGuidance:
         ``coverage_degrees`` (the paper)."""
         if depth is None or self.config.coverage_degrees is None:
             return None
-        return observed_coverage(views.c2w, views.intrinsics, depth, self.observations)
+        return observed_coverage(views.c2w, views.intrinsics, depth, self.observations, self.config.check_against_inputs)
 
     def _weights(self, coverage: Coverage | None, count: int) -> Tensor:
         if coverage is None:

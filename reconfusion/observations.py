@@ -69,9 +69,10 @@ class Coverage:
     angle: Float[Tensor, "K 1 R R"]
     """Smallest angle (radians) between the novel ray and an observed ray through the pixel's surface point,
     over the observed views that have the point in frame; inf where none has."""
-    colour: Float[Tensor, "K 3 R R"]
-    """The colour the nearest of those views shows at the point (its square image; zero where unknown)."""
-    known: Bool[Tensor, "K 1 R R"]
+    colour: Float[Tensor, "K 3 R R"] | None = None
+    """The colour the nearest of those views shows at the point (its square image; zero where unknown); None
+    when not asked for."""
+    known: Bool[Tensor, "K 1 R R"] | None = None
     """Where ``colour`` is known: the point lies inside the nearest view's square image."""
 
     def weights(self, degrees: tuple[float, float]) -> Float[Tensor, "K 1 R R"]:
@@ -82,9 +83,14 @@ class Coverage:
 
 @torch.no_grad()
 def observed_coverage(
-    c2w: Float[Tensor, "K 4 4"], intrinsics: Float[Tensor, "K 4"], depth: Float[Tensor, "K 1 R R"], obs: Observations
+    c2w: Float[Tensor, "K 4 4"],
+    intrinsics: Float[Tensor, "K 4"],
+    depth: Float[Tensor, "K 1 R R"],
+    obs: Observations,
+    colours: bool = True,
 ) -> Coverage:
-    """The :class:`Coverage` of novel views rendered at ``depth`` (distance along each ray)."""
+    """The :class:`Coverage` of novel views rendered at ``depth`` (distance along each ray); the colours only
+    with ``colours``."""
     count, size = depth.shape[0], depth.shape[-1]
     origins, directions = pixel_rays(c2w, intrinsics, size, size)  # (K, R, R, 3)
     points = (origins + directions * depth.permute(0, 2, 3, 1)).flatten(1, 2)  # (K, R*R, 3)
@@ -99,11 +105,14 @@ def observed_coverage(
         to_observed = F.normalize(obs.c2w[index, :3, 3] - points, dim=-1)
         this_angle = torch.arccos((to_novel * to_observed).sum(-1).clamp(-1.0, 1.0))
         nearer = in_frame & (this_angle < angle)
-        this_colour, inside = _sample_square(obs, index, points)
         angle = torch.where(nearer, this_angle, angle)
-        colour = torch.where(nearer[:, None], this_colour, colour)
-        known = torch.where(nearer, inside, known)
+        if colours:
+            this_colour, inside = _sample_square(obs, index, points)
+            colour = torch.where(nearer[:, None], this_colour, colour)
+            known = torch.where(nearer, inside, known)
     shape = (count, -1, size, size)
+    if not colours:
+        return Coverage(angle.view(shape))
     return Coverage(angle.view(shape), (colour * known[:, None]).view(shape), known.view(shape))
 
 
