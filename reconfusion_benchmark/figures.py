@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from reconfusion_benchmark.runs import METHODS, RunResult, group_key
+from reconfusion_benchmark.runs import METHODS, RunResult, group_key, run_folder
 
 logger = logging.getLogger("reconfusion")
 
@@ -32,7 +32,7 @@ def _method_order(methods) -> list[str]:
 
 
 def write_plots(results: list[RunResult], folder: Path) -> list[Path]:
-    """PSNR-vs-views and LPIPS-vs-views: one panel per group, mean +- std over its scenes per method."""
+    """PSNR-vs-views and LPIPS-vs-views: one panel per group, mean +- std over its runs (scenes, seeds) per method."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -92,9 +92,15 @@ def _labelled_grid(columns: list[tuple[str, list[np.ndarray]]], gap: int = 4) ->
 
 
 def _renders_by_run(results: list[RunResult], out: Path) -> dict[tuple[str, int], dict[str, list]]:
+    """(scene, views) -> method -> renders, of each (scene, views)'s first seed."""
     found: dict[tuple[str, int], dict[str, list]] = defaultdict(dict)
+    first_seed = {}
     for r in results:
-        pairs = read_renders(Path(out) / "runs" / r.scene / f"{r.views}-views" / r.method)
+        first_seed[(r.scene, r.views)] = min(r.seed, first_seed.get((r.scene, r.views), r.seed))
+    for r in results:
+        if r.seed != first_seed[(r.scene, r.views)]:
+            continue
+        pairs = read_renders(run_folder(out, r.scene, r.views, r.method, r.seed))
         if pairs:
             found[(r.scene, r.views)][r.method] = pairs
     return found

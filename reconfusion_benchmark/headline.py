@@ -51,8 +51,8 @@ def headline_lines(results: list[RunResult], report: Path, base: Path) -> list[s
         lpips = paired_differences(real, views, METHOD, "lpips")
         scenes = sorted({r.scene for r in real if r.views == views and r.method == METHOD}
                         & {r.scene for r in real if r.views == views and r.method == "baseline"})  # fmt: skip
-        base_rows = {r.scene: r for r in real if r.views == views and r.method == "baseline"}
-        mean = lambda key: np.mean([getattr(base_rows[s], key) for s in scenes])  # noqa: E731
+        base_rows = [r for r in real if r.views == views and r.method == "baseline" and r.scene in scenes]
+        mean = lambda key: np.mean([np.mean([getattr(r, key) for r in base_rows if r.scene == s]) for s in scenes])  # noqa: E731
         lines.append(
             f"| {views} | {len(scenes)} ({', '.join(scenes)}) | {mean('psnr'):.2f} | {mean('psnr') + np.mean(psnr):.2f} | "
             f"{_cell(psnr, 2)} | {mean('lpips'):.3f} | {mean('lpips') + np.mean(lpips):.3f} | {_cell(lpips, 3)} |"

@@ -29,7 +29,7 @@ from reconfusion.files import read_json, write_json
 
 logger = logging.getLogger("reconfusion")
 
-CSV_COLUMNS = ("scene", "group", "views", "method", "psnr", "ssim", "lpips", "psnr_masked", "ssim_masked",
+CSV_COLUMNS = ("scene", "group", "views", "method", "seed", "psnr", "ssim", "lpips", "psnr_masked", "ssim_masked",
                "lpips_masked", "lpips_backend", "fit_seconds",
                "eval_seconds", "peak_rss_mb", "peak_gpu_mb", "resolution", "test_views", "iterations", "sample_taught",
                "machine", "concurrency", "finished")  # fmt: skip
@@ -68,25 +68,26 @@ model and prior, not ours."""
 
 def sort_results(results: list[RunResult]) -> list[RunResult]:
     order = {name: i for i, name in enumerate(METHODS)}
-    rank = lambda r: (group_key(r.group), r.scene, r.views, order.get(r.method, len(order)), r.method)  # noqa: E731
+    rank = lambda r: (group_key(r.group), r.scene, r.views, order.get(r.method, len(order)), r.method, r.seed)  # noqa: E731
     return sorted(results, key=rank)
 
 
 def mean_table(results: list[RunResult]) -> dict[tuple[str, int, str], dict[str, float]]:
-    """(group, views, method) -> means of psnr, ssim, lpips, fit_seconds, peak_rss_mb, and the count."""
-    cells: dict[tuple[str, int, str], list[RunResult]] = defaultdict(list)
+    """(group, views, method) -> means over scenes (each scene first averaged over its seeds) of MEAN_KEYS,
+    and the count of scenes."""
+    cells: dict[tuple[str, int, str], dict[str, list[RunResult]]] = defaultdict(lambda: defaultdict(list))
     for result in results:
-        cells[(result.group, result.views, result.method)].append(result)
+        cells[(result.group, result.views, result.method)][result.scene].append(result)
     means = {}
-    for key, rows in cells.items():
-        means[key] = {k: _mean([getattr(r, k) for r in rows]) for k in MEAN_KEYS}
-        means[key]["count"] = len(rows)
+    for key, scenes in cells.items():
+        means[key] = {k: _mean([_mean([getattr(r, k) for r in rows]) for rows in scenes.values()]) for k in MEAN_KEYS}
+        means[key]["count"] = len(scenes)
     return means
 
 
 def _mean(values: list) -> float:
     """Mean of the values present (NaN when none is, e.g. masked metrics of scenes without alpha)."""
-    present = [v for v in values if v is not None]
+    present = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(present)) if present else float("nan")
 
 
@@ -199,13 +200,19 @@ def _method_order(results: list[RunResult]) -> list[str]:
     return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
 
 
-def paired_differences(rows: list[RunResult], views: int, method: str, key: str) -> list[float]:
-    """(method - baseline) per scene, over the scenes where both finished."""
-    values = {
-        m: {r.scene: getattr(r, key) for r in rows if (r.views, r.method) == (views, m)} for m in (method, "baseline")
-    }
-    common = sorted(values[method].keys() & values["baseline"].keys())
-    return [values[method][s] - values["baseline"][s] for s in common]
+def paired_differences(
+    rows: list[RunResult], views: int, method: str, key: str, seed: int | None = None
+) -> list[float]:
+    """(method - baseline) per scene, in scene order: each run paired with the baseline of the same seed, and
+    averaged over the scene's seeds where both finished (only ``seed``'s when given)."""
+    ours, base = (
+        {(r.scene, r.seed): getattr(r, key) for r in rows if (r.views, r.method) == (views, m)} for m in (method, "baseline")
+    )  # fmt: skip
+    per_scene: dict[str, list[float]] = defaultdict(list)
+    for scene, run_seed in sorted(ours.keys() & base.keys()):
+        if seed is None or run_seed == seed:
+            per_scene[scene].append(ours[(scene, run_seed)] - base[(scene, run_seed)])
+    return [float(np.mean(values)) for values in per_scene.values()]
 
 
 def paired_difference(rows: list[RunResult], views: int, method: str, key: str) -> float | None:
@@ -285,13 +292,13 @@ def _published(group: str) -> list[str]:
 
 
 def _scene_table(results: list[RunResult]) -> list[str]:
-    lines = ["| group | scene | views | method | PSNR | SSIM | LPIPS | masked PSNR / SSIM / LPIPS | views taught "
-             "| fit s | peak MiB | resolution | test views |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| group | scene | views | method | seed | PSNR | SSIM | LPIPS | masked PSNR / SSIM / LPIPS | views taught "
+             "| fit s | peak MiB | resolution | test views |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
         masked = "-" if r.psnr_masked is None else f"{_fmt(r.psnr_masked, 2)} / {_fmt(r.ssim_masked, 3)} / {_fmt(r.lpips_masked, 3)}"
         taught = _percent(r.sample_taught)
         lines.append(
-            f"| {r.group} | {r.scene} | {r.views} | {r.method} | {_fmt(r.psnr, 2)} | {_fmt(r.ssim, 3)} | "
+            f"| {r.group} | {r.scene} | {r.views} | {r.method} | {r.seed} | {_fmt(r.psnr, 2)} | {_fmt(r.ssim, 3)} | "
             f"{_fmt(r.lpips, 3)} | {masked} | {taught} | {r.fit_seconds:.0f} | {r.peak_rss_mb:.0f} | {r.resolution} "
             f"| {r.test_views} |"
         )
@@ -309,8 +316,42 @@ def ablation_results(results: list[RunResult]) -> list[RunResult]:
     methods = ["baseline", *(m for m in ABLATION_MODES[:2] if m in present), default]
     finished = defaultdict(set)
     for r in results:
-        finished[(r.scene, r.views)].add(r.method)
-    return [r for r in results if r.method in methods and finished[(r.scene, r.views)] >= set(methods)]
+        finished[(r.scene, r.views, r.seed)].add(r.method)
+    return [r for r in results if r.method in methods and finished[(r.scene, r.views, r.seed)] >= set(methods)]
+
+
+def _seed_lines(results: list[RunResult]) -> list[str]:
+    """Per seed, each method's paired difference to the baseline, for the (group, views) fitted with several
+    seeds, over the scenes where every seed finished for both: how much of a difference the seed decides."""
+    lines = []
+    for group in sorted({r.group for r in results}, key=group_key):
+        for views in sorted({r.views for r in results if r.group == group}):
+            rows = [r for r in results if (r.group, r.views) == (group, views)]
+            seeds = sorted({r.seed for r in rows})
+            if len(seeds) < 2:
+                continue
+            for method in [m for m in _method_order(rows) if m != "baseline"]:
+                runs = defaultdict(set)
+                for r in rows:
+                    if r.method in (method, "baseline"):
+                        runs[r.scene].add((r.method, r.seed))
+                every = {(m, s) for m in (method, "baseline") for s in seeds}
+                complete = [r for r in rows if every <= runs[r.scene]]
+                if not complete:
+                    continue
+                count = len({r.scene for r in complete})
+                for seed in [*seeds, None]:
+                    cells = [_difference_cell(paired_differences(complete, views, method, k, seed), d)
+                             for k, d in (("psnr", 2), ("lpips", 3))]  # fmt: skip
+                    label = "mean of the seeds" if seed is None else str(seed)
+                    lines.append(f"| {group} | {views} | {method} | {label} | {cells[0]} | {cells[1]} | {count} |")
+    if not lines:
+        return []
+    return ["## Seeds", "", "The same fits with other nerfstudio seeds (`--seeds`), each paired with the baseline "
+            "fitted with the same seed; over the scenes where every seed finished for both, with 95% bootstrap "
+            "intervals over scenes. Where the seeds disagree, a difference of that size is the seed's, not the "
+            "method's.", "", "| group | views | method | seed | PSNR - baseline | LPIPS - baseline | scenes |",
+            "|---|---|---|---|---|---|---|", *lines, ""]  # fmt: skip
 
 
 def _ablation_lines(rows: list[RunResult]) -> list[str]:
@@ -360,13 +401,15 @@ def markdown_report(
     lines = _header(results, title, commands)
     lines += ["## Means per view count", "", "Means over each group's scenes (the test views of every scene's "
               "split). The differences to the baseline are means of the per-scene differences, over the scenes "
-              "where both have finished, with a 95% percentile-bootstrap interval over those scenes where there "
-              "are two or more. Views taught: of the novel views the sample loss drew, the fraction that taught "
+              "where both have finished (scenes fitted with several seeds: each seed paired with the baseline of "
+              "the same seed, then averaged), with a 95% percentile-bootstrap interval over those scenes where "
+              "there are two or more. Views taught: of the novel views the sample loss drew, the fraction that taught "
               "(the others were fully covered by the inputs, or the check against the photographs refused the "
               "prior's change).", ""]  # fmt: skip
     for group in sorted({r.group for r in main}, key=group_key):
         lines += _group_table(group, main, means)
     lines += [f"![{p.stem}]({_link(p, base)})" for p in plots] + [""]
+    lines += _seed_lines(main)
     lines += _ablation_lines(ablation)
     lines += _figure_lines(results, base, grids, comparison)
     lines += ["## Every scene", ""] + _scene_table(results)

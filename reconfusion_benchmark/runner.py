@@ -23,7 +23,7 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from reconfusion_benchmark.runs import METHODS, PRIOR_FLAG, BenchmarkConfig, Run, RunResult
+from reconfusion_benchmark.runs import DEFAULT_SEED, METHODS, PRIOR_FLAG, SEED_FLAG, BenchmarkConfig, Run, RunResult
 from reconfusion.files import InputError, read_json, read_scalars
 
 logger = logging.getLogger("reconfusion")
@@ -78,9 +78,10 @@ def ns_train_args(text: str) -> list[str]:
 def run_settings(run: Run, config: BenchmarkConfig, preset: Literal["cpu", "gpu"]) -> dict:
     """Everything that decides a run's outcome besides the scene and the view count."""
     method = METHODS[run.method]
+    seed = [] if run.seed == DEFAULT_SEED else [SEED_FLAG, str(run.seed)]  # the default leaves earlier settings as they were
     return {
         "ns_method": method.cpu if preset == "cpu" else method.gpu,
-        "flags": [*method.flags, *ns_train_args(config.ns_train_args)],
+        "flags": [*method.flags, *seed, *ns_train_args(config.ns_train_args)],
         "iterations": config.iterations,
         "prior": config.prior if method.uses_prior else None,
         "max_side": config.max_side,
@@ -211,7 +212,7 @@ def fit_and_evaluate(run: Run, config: BenchmarkConfig, settings: dict) -> RunRe
     logged = {tag: values for tag, (_, values) in read_scalars(ns_config.parent, (GPU_MEMORY_TAG, TAUGHT_TAG)).items()}
     _tidy(folder, ns_config.parent, config.keep_checkpoints)
     return RunResult(
-        scene=run.name, group=info.group, views=run.views, method=run.method,
+        scene=run.name, group=info.group, views=run.views, method=run.method, seed=run.seed,
         psnr=float(metrics["psnr"]), ssim=float(metrics["ssim"]), lpips=float(metrics.get("lpips", float("nan"))),
         lpips_backend=str(metrics.get("lpips_backend", "unknown")),
         fit_seconds=round(train.seconds, 2), eval_seconds=round(evaluation.seconds, 2),

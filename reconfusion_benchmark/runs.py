@@ -22,6 +22,10 @@ logger = logging.getLogger("reconfusion")
 
 MODE_FLAG = "--pipeline.model.sample-loss.mode"
 PRIOR_FLAG = "--pipeline.model.prior"
+SEED_FLAG = "--machine.seed"
+DEFAULT_SEED = 42
+"""nerfstudio's default --machine.seed: runs at this seed keep the folder and settings they had before
+--seeds existed, so earlier results still count."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,9 @@ class BenchmarkConfig:
     """Numbers of training views (one split file each)."""
     methods: tuple[str, ...] = ("baseline", "reconfusion")
     """baseline, reconfusion, and the sample-loss modes sds, multistep, annealed-multistep."""
+    seeds: tuple[int, ...] = (DEFAULT_SEED,)
+    """nerfstudio seeds (--machine.seed): every (scene, views, method) is fitted once per seed, and the
+    report pairs each method with the baseline of the same seed."""
     out: Path = Path("outputs/benchmark")
     """Output folder: runs/ (one folder per fit; finished fits are skipped when the command is rerun),
     results.csv, results.json, the report and its figures."""
@@ -120,7 +127,7 @@ def command_line(config: BenchmarkConfig) -> str:
 
 @dataclass(frozen=True)
 class Run:
-    """One (scene, views, method) fit."""
+    """One (scene, views, method, seed) fit."""
 
     scene: Path
     """Scene folder as given."""
@@ -128,13 +135,27 @@ class Run:
     """Number of training views (the split file)."""
     method: str
     """Benchmark method (a key of METHODS)."""
+    seed: int = DEFAULT_SEED
+    """nerfstudio's --machine.seed."""
 
     @property
     def name(self) -> str:
         return self.scene.name
 
+    @property
+    def label(self) -> str:
+        """How the log names the run."""
+        seed = "" if self.seed == DEFAULT_SEED else f" seed {self.seed}"
+        return f"{self.name} {self.views} views {self.method}{seed}"
+
     def folder(self, out: Path) -> Path:
-        return Path(out) / "runs" / self.name / f"{self.views}-views" / self.method
+        return run_folder(out, self.name, self.views, self.method, self.seed)
+
+
+def run_folder(out: Path, scene: str, views: int, method: str, seed: int = DEFAULT_SEED) -> Path:
+    """OUT/runs/SCENE/N-views/METHOD, with -seedS appended for seeds other than the default."""
+    suffix = "" if seed == DEFAULT_SEED else f"-seed{seed}"
+    return Path(out) / "runs" / scene / f"{views}-views" / f"{method}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -191,6 +212,8 @@ class RunResult:
     """How fits shared the machine ("2 jobs x 1 thread"): fit_seconds depend on it."""
     finished: str = ""
     """When it finished (ISO 8601)."""
+    seed: int = DEFAULT_SEED
+    """nerfstudio's --machine.seed (results written before --seeds existed were fitted with the default)."""
 
 
 def group_key(group: str) -> tuple[bool, str]:
@@ -211,8 +234,11 @@ def parse_shard(text: Optional[str]) -> tuple[int, int]:
     return index, count
 
 
-def plan_runs(scenes: Sequence[Path], views: Sequence[int], methods: Sequence[str]) -> list[Run]:
-    """Every (scene, views, method) in command-line order: scene-major, then views, then methods."""
+def plan_runs(
+    scenes: Sequence[Path], views: Sequence[int], methods: Sequence[str], seeds: Sequence[int] = (DEFAULT_SEED,)
+) -> list[Run]:
+    """Every (scene, views, seed, method) in command-line order: scene-major, then views, seeds, methods (so a
+    method and the baseline it is paired with are fitted one after the other)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise InputError(f"--methods {' '.join(unknown)}: unknown; choose from {', '.join(METHODS)}")
@@ -222,7 +248,9 @@ def plan_runs(scenes: Sequence[Path], views: Sequence[int], methods: Sequence[st
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise InputError(f"--scenes: several scene folders are named {repeated[0]}; results are keyed by folder name")
-    return [Run(s, v, m) for s in scenes for v in unique(views) for m in unique(methods)]
+    if not seeds:
+        raise InputError("--seeds: give at least one seed (nerfstudio's default is 42)")
+    return [Run(s, v, m, seed) for s in scenes for v in unique(views) for seed in unique(seeds) for m in unique(methods)]
 
 
 def shard_runs(runs: Sequence[Run], index: int, count: int) -> list[Run]:

@@ -45,7 +45,7 @@ def run_benchmark(config: BenchmarkConfig, fit: Optional[FitFn] = None) -> list[
         if not config.scenes:
             raise InputError("--scenes: give at least one scene folder (transforms.json + train_test_split_N.json)")
         parse_shard(config.shard)
-        plan_runs(config.scenes, config.views, config.methods)
+        plan_runs(config.scenes, config.views, config.methods, config.seeds)
         out.mkdir(parents=True, exist_ok=True)
         report.record_command(out, config)
         results = _run_all(config, fit)
@@ -61,7 +61,7 @@ def run_benchmark(config: BenchmarkConfig, fit: Optional[FitFn] = None) -> list[
 
 def _run_all(config: BenchmarkConfig, fit: Optional[FitFn]) -> list[RunResult]:
     """Fit the runs of this shard that have not finished, ``config.jobs`` at a time, in plan order."""
-    runs = shard_runs(plan_runs(config.scenes, config.views, config.methods), *parse_shard(config.shard))
+    runs = shard_runs(plan_runs(config.scenes, config.views, config.methods, config.seeds), *parse_shard(config.shard))
     preset = runner.resolve_preset(config.preset)
     settings = [runner.run_settings(run, config, preset) for run in runs]
     results: list[Optional[RunResult]] = [finished_result(run, config.out, s) for run, s in zip(runs, settings)]
@@ -80,15 +80,15 @@ def _run_all(config: BenchmarkConfig, fit: Optional[FitFn]) -> list[RunResult]:
 
     def fit_one(index: int) -> Optional[RunResult]:
         run = runs[index]
-        logger.info("%s %d views %s: fitting", run.name, run.views, run.method)
+        logger.info("%s: fitting", run.label)
         try:
             result = fit(run, config, settings[index])
         except runner.RunFailed as err:
             logger.error("%s", err)
             return None
         write_json(run.folder(config.out) / "result.json", dataclasses.asdict(result))
-        logger.info("%s %d views %s: PSNR %.2f  SSIM %.3f  LPIPS %.3f  fit %.0f s  peak %.0f MiB",
-                    run.name, run.views, run.method, result.psnr, result.ssim, result.lpips,
+        logger.info("%s: PSNR %.2f  SSIM %.3f  LPIPS %.3f  fit %.0f s  peak %.0f MiB", run.label,
+                    result.psnr, result.ssim, result.lpips,
                     result.fit_seconds, result.peak_rss_mb)  # fmt: skip
         return result
 
@@ -159,6 +159,7 @@ def merge_results(config: BenchmarkConfig) -> list[RunResult]:
     keep = [
         r for r in results
         if (not names or r.scene in names) and r.views in config.views and r.method in config.methods
+        and r.seed in config.seeds
     ]  # fmt: skip
     if not keep:
         raise InputError(f"{out}: no finished runs to merge; run the shards with --out {out} (or pass --merge-from)")

@@ -17,6 +17,7 @@ from PIL import Image
 
 from reconfusion_benchmark import runner as benchmark_runner
 from reconfusion_benchmark.runs import (
+    DEFAULT_SEED,
     METHODS,
     BenchmarkConfig,
     Run,
@@ -37,11 +38,12 @@ def fake_fit(calls: list | None = None, fail: set | None = None):
     """A fit that writes deterministic metrics and renders: the benchmark's plumbing without nerfstudio."""
 
     def fit(run: Run, config: BenchmarkConfig, settings: dict) -> RunResult:
+        other_seed = () if run.seed == DEFAULT_SEED else (run.seed,)
         if calls is not None:
-            calls.append((run.name, run.views, run.method))
+            calls.append((run.name, run.views, run.method, *other_seed))
         if fail and (run.name, run.views, run.method) in fail:
             raise benchmark_runner.RunFailed(f"{run.folder(config.out)}: ns-train exited with 1")
-        seed = zlib.crc32(f"{run.name}/{run.views}/{run.method}".encode())
+        seed = zlib.crc32("/".join(map(str, (run.name, run.views, run.method, *other_seed))).encode())
         bonus = 2.0 if run.method != "baseline" else 0.0
         renders = run.folder(config.out) / "renders"
         renders.mkdir(parents=True, exist_ok=True)
@@ -56,7 +58,7 @@ def fake_fit(calls: list | None = None, fail: set | None = None):
             peak_gpu_mb=None, resolution="8x8", test_views=2, iterations=config.iterations or 0, settings=settings,
             source={"kind": "synthetic", "folder": "data", "seed": 900000 + SCENES.index(run.scene), "layout": "object-360",
                     "views": 24, "resolution": 64, "split_views": [3, 6, 9]},
-            machine="test machine", finished="2026-11-25T00:00:00+00:00",
+            machine="test machine", finished="2026-11-25T00:00:00+00:00", seed=run.seed,
         )  # fmt: skip
 
     return fit
@@ -205,6 +207,41 @@ def test_differences_to_the_baseline_are_paired_by_scene(tmp_path):
     partial = rows[:3]  # scene_b's reconfusion has not finished: only scene_a is compared
     assert paired_difference(partial, 3, "reconfusion", "psnr") == pytest.approx(a_ours.psnr - a_base.psnr)
     assert paired_difference(rows, 6, "reconfusion", "psnr") is None
+
+
+def test_seeds_are_paired_with_the_baseline_of_the_same_seed():
+    from reconfusion_benchmark.report import paired_differences
+
+    def row(method: str, seed: int, psnr: float) -> RunResult:
+        return RunResult("scene_a", "llff", 3, method, psnr, 0.5, 0.2, "alex", 1.0, 1.0, 1.0, None, "8x8", 2, 5, seed=seed)
+
+    rows = [row("baseline", 42, 10.0), row("reconfusion", 42, 12.0), row("baseline", 43, 11.0),
+            row("reconfusion", 43, 11.0), row("reconfusion", 44, 30.0)]  # seed 44 has no baseline: not compared  # fmt: skip
+    assert paired_differences(rows, 3, "reconfusion", "psnr") == [pytest.approx(1.0)]  # one value per scene
+    assert paired_differences(rows, 3, "reconfusion", "psnr", seed=43) == [pytest.approx(0.0)]
+    assert paired_differences(rows, 3, "reconfusion", "psnr", seed=44) == []
+
+
+def test_second_seed_runs_in_its_own_folder_and_gets_a_report_section(tmp_path):
+    calls = []
+    cfg = config(tmp_path, scenes=SCENES[:2], views=(3,), seeds=(42, 43))
+    run_benchmark(cfg, fit=fake_fit(calls))
+    assert calls[:4] == [("scene_a", 3, "baseline"), ("scene_a", 3, "reconfusion"),
+                         ("scene_a", 3, "baseline", 43), ("scene_a", 3, "reconfusion", 43)]  # fmt: skip
+    seeded = Run(SCENES[0], 3, "reconfusion", 43)
+    assert seeded.folder(tmp_path).name == "reconfusion-seed43" and Run(SCENES[0], 3, "baseline").folder(tmp_path).name == "baseline"
+    assert benchmark_runner.run_settings(seeded, cfg, "cpu")["flags"][-2:] == ["--machine.seed", "43"]
+    assert "--machine.seed" not in benchmark_runner.run_settings(Run(SCENES[0], 3, "baseline"), cfg, "cpu")["flags"]
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "## Seeds" in text and "| procedural object-360 | 3 | reconfusion | 43 | " in text
+    assert "| procedural object-360 | 3 | reconfusion | mean of the seeds | " in text
+    assert "### procedural object-360: 2 scenes" in text and text.count("| scene_a | 3 | reconfusion | ") == 2
+    assert {r["seed"] for r in csv.DictReader((tmp_path / "results.csv").open())} == {"42", "43"}
+    merged = run_benchmark(replace(cfg, merge=True, seeds=(43,), report=tmp_path / "only43.md"))
+    assert {r.seed for r in merged} == {43} and "## Seeds" not in (tmp_path / "only43.md").read_text()
+    assert len(calls) == 8
+    run_benchmark(cfg, fit=fake_fit(calls))  # all finished: nothing refitted
+    assert len(calls) == 8
 
 
 def test_bootstrap_interval_brackets_the_mean():
