@@ -272,15 +272,25 @@ Command = Union[
 
 def main(argv: list[str] | None = None) -> None:
     """Parse ``argv`` and run the chosen subcommand; bad input exits with its message, not a traceback."""
-    from rich.logging import RichHandler
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    logging.basicConfig(level=logging.INFO, handlers=[log_handler()])
     command = tyro.cli(Command, args=argv, config=(tyro.conf.OmitSubcommandPrefixes,))
     try:
         command.run()
     except (InputError, FileNotFoundError) as err:
         sys.stderr.write(f"reconfusion: error: {one_line(str(err))}\n")  # never wrapped: paths stay whole
         sys.exit(2)
+
+
+def log_handler() -> logging.Handler:
+    """rich's handler on a terminal; elsewhere (a log file, CI) one plain line per record, so that long
+    paths stay whole and can be grepped."""
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        return RichHandler(show_path=False)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    return handler
 
 
 def one_line(message: str) -> str:

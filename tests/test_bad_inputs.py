@@ -141,6 +141,19 @@ def test_cli_exits_with_the_message(tmp_path, capsys):
     assert error.startswith(f"reconfusion: error: {scene / 'transforms.json'}: ") and error.count("\n") == 1
 
 
+def test_log_lines_in_a_file_keep_long_paths_whole(tmp_path):
+    import subprocess
+    import sys
+
+    path = "/".join(f"a_rather_long_folder_name_{i}" for i in range(8))
+    code = ("import logging; from reconfusion.cli import log_handler; "
+            "logging.basicConfig(level=logging.INFO, handlers=[log_handler()]); "
+            f"logging.getLogger('reconfusion').info('wrote %s', {path!r})")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    logged = done.stdout + done.stderr  # not a terminal: one plain line, however long
+    assert f"INFO wrote {path}\n" in logged and logged.count("\n") == 1
+
+
 def test_plugin_errors_are_one_line_under_ns_commands(tmp_path):
     import subprocess
     import sys
