@@ -61,6 +61,21 @@ def test_vae_stage_sets_the_latent_scaling(training_data, tmp_path):
     assert list((out / "logs").rglob("events.out.tfevents.*"))
 
 
+def test_fine_tuning_starts_from_the_given_prior_and_keeps_its_autoencoder(training_data, tmp_path):
+    bundled = REPO / "reconfusion" / "assets" / "default_prior"
+    out = tmp_path / "fine_tuned"
+    run(_config(training_data, out, steps=2, init_from=bundled, vae=None, learning_rate=1e-5))
+    start, tuned = ReconFusionPrior.from_pretrained(bundled), ReconFusionPrior.from_pretrained(out / "prior")
+    for (name, a), b in zip(start.vae.state_dict().items(), tuned.vae.state_dict().values()):
+        assert torch.equal(a, b), name  # frozen
+    moved = [(a - b).abs().max().item() for a, b in zip(start.unet.parameters(), tuned.unet.parameters())]
+    assert 0.0 < max(moved) < 1e-2  # trained, from the bundled weights (fresh ones would differ by far more)
+    with pytest.raises(SystemExit, match="--resolution 64"):
+        run(_config(training_data, tmp_path / "wrong", steps=1, init_from=bundled, vae=None, resolution=128))
+    with pytest.raises(SystemExit, match="--init-from .*nowhere"):
+        run(_config(training_data, tmp_path / "missing", steps=1, init_from=tmp_path / "nowhere", vae=None))
+
+
 def test_checkpoints_keep_the_last_k(training_data, tmp_path):
     run(_config(training_data, tmp_path, steps=3, checkpoint_every=1, keep_checkpoints=2, ema_decay=0.0))
     assert [step for step, _ in completed_checkpoints(tmp_path)] == [2, 3]

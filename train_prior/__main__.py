@@ -61,6 +61,8 @@ def make_objective(config: TrainConfig) -> torch.nn.Module:
     from reconfusion.prior import ReconFusionPrior
     from train_prior.objectives import PriorObjective, VaeObjective
 
+    if config.init_from is not None and config.stage == "prior":
+        return PriorObjective(load_prior_to_fine_tune(config))
     if config.preset == "sd":
         if config.pretrained is None:
             raise SystemExit("the sd preset starts from Stable Diffusion: pass --pretrained FOLDER_OR_HUB_ID")
@@ -73,6 +75,20 @@ def make_objective(config: TrainConfig) -> torch.nn.Module:
     if config.vae is None:
         raise SystemExit("the tiny prior stage needs the autoencoder of the vae stage: pass --vae RUN_DIR/vae")
     return PriorObjective(prior.with_vae(config.vae))
+
+
+def load_prior_to_fine_tune(config: TrainConfig):
+    from reconfusion.files import InputError
+    from reconfusion.prior import ReconFusionPrior
+
+    try:
+        prior = ReconFusionPrior.from_pretrained(config.init_from)
+    except InputError as err:
+        raise SystemExit(f"train_prior: error: --init-from {err}") from None
+    if prior.config.resolution != config.resolution:
+        raise SystemExit(f"train_prior: error: --init-from {config.init_from}: a {prior.config.resolution} px prior; "
+                         f"pass --resolution {prior.config.resolution} to fine-tune it")  # fmt: skip
+    return prior
 
 
 def make_optimizer(config: TrainConfig, objective: torch.nn.Module, num_processes: int):

@@ -44,6 +44,10 @@ class TrainConfig:
     """sd preset: Stable Diffusion folder or hub id the U-Net and VAE start from."""
     vae: Path | None = None
     """tiny preset, prior stage: the autoencoder folder exported by the vae stage (its `vae/` output)."""
+    init_from: Path | None = None
+    """Prior stage: fine-tune this exported prior (e.g. reconfusion/assets/default_prior) instead of starting
+    from fresh weights; its architecture and autoencoder (frozen) replace the preset's, and --resolution must
+    be its resolution. A run that has checkpoints resumes from them instead."""
     resolution: int = 64
     """Image side of training examples."""
     num_observed: int = 3
