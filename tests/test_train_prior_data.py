@@ -14,7 +14,7 @@ from reconfusion.scene import write_scene
 from data_tools.synthetic import generate_scenes
 from train_prior.config import TrainConfig
 from train_prior.model_card import manifest_table, training_manifest
-from train_prior.datasets import MultiviewDataset, StepSampler, WeightedSource, _crop_and_resize
+from train_prior.datasets import MultiviewDataset, StepSampler, ViewCache, WeightedSource, _crop_and_resize
 from train_prior.readers import read_co3d, read_mvimgnet, read_realestate10k, read_scene_folders
 
 POINT = np.array([0.3, -0.2, 4.0])
@@ -140,6 +140,34 @@ def test_crop_keeps_intrinsics_right():
     assert abs(col + 0.5 - u) <= 1.0 and abs(row + 0.5 - v) <= 1.0
 
 
+def test_view_cache_shrinks_views_keeps_intrinsics_right_and_decodes_once():
+    class OnePhoto:
+        intrinsics = np.array([[400.0, 400.0, 300.0, 200.0]])
+        decoded = 0
+
+        def image(self, view):
+            self.decoded += 1
+            image = np.zeros((400, 600, 3), np.float32)
+            image[100:104, 350:354] = 1.0  # a 4x4 block centred on (u, v) = (352, 102)
+            return image
+
+    scene, cache = OnePhoto(), ViewCache(short_side=40, capacity=1)
+    image, intrinsics = cache.get(scene, 0)
+    assert image.shape == (40, 60, 3) and image.dtype == np.float32
+    cache.get(scene, 0)
+    assert scene.decoded == 1  # the second time from the cache
+    crop, k = _crop_and_resize(image, intrinsics, 20, np.random.default_rng(0), (1.0, 1.0))
+    u, v = k[:2] * np.array([(352 - 300) / 400, (102 - 200) / 400]) + k[2:]  # the block's ray, new intrinsics
+    row, col = np.unravel_index(crop.sum(-1).argmax(), crop.shape[:2])
+    assert abs(col + 0.5 - u) <= 1.0 and abs(row + 0.5 - v) <= 1.0
+    other = OnePhoto()
+    cache.get(other, 0)  # capacity 1: the first scene's view is dropped
+    cache.get(scene, 0)
+    assert scene.decoded == 2 and len(cache.views) == 1
+    full, same_k = ViewCache(short_side=None, capacity=0).get(scene, 0)
+    assert full.shape == (400, 600, 3) and np.array_equal(same_k, OnePhoto.intrinsics[0])
+
+
 def test_examples_are_deterministic_and_normalised(tmp_path):
     rng = np.random.default_rng(1)
     scenes = read_scene_folders(_scene(tmp_path / "s", 8, rng).parent)
@@ -164,7 +192,6 @@ def test_step_sampler_gives_disjoint_blocks_per_rank_and_resumes():
 
 from PIL import Image  # noqa: E402
 
-from train_prior.datasets import _read_view  # noqa: E402
 from train_prior.readers import read_llff, read_strecha  # noqa: E402
 
 _OPENCV_TO_OPENGL_AXES = np.diag([1.0, -1.0, -1.0])
@@ -215,13 +242,13 @@ def test_llff_matches_opencv_projection_and_reads_masks(tmp_path):
 
 def test_masks_compose_views_on_the_background(tmp_path):
     (scene,) = read_llff(_write_llff(tmp_path / "cap").parent)
-    view = _read_view(scene, 0)
+    view = scene.image(0)
     np.testing.assert_allclose(view[:, :16], np.broadcast_to([0.8, 0.1, 0.1], (24, 16, 3)), atol=0.02)
     np.testing.assert_allclose(view[:, 16:], 1.0)  # masked out: the default white background
     grey = np.full((24, 32), 128, np.uint8)
     Image.fromarray(grey).save(scene.mask_paths[1])
     alpha = 128 / 255  # a grey mask blends the view and the background
-    np.testing.assert_allclose(_read_view(scene, 1)[0, 0], alpha * np.array([0.8, 0.1, 0.1]) + (1 - alpha), atol=0.02)
+    np.testing.assert_allclose(scene.image(1)[0, 0], alpha * np.array([0.8, 0.1, 0.1]) + (1 - alpha), atol=0.02)
     example = MultiviewDataset([WeightedSource([scene])], resolution=16, crop_scale=(1.0, 1.0))[0]
     target = example["target_image"].numpy()
     assert target[:, :, 12:].min() > 0.95 and target[1, :, :4].max() < 0.2  # right half white, left half red
