@@ -19,22 +19,34 @@ import sys
 from pathlib import Path
 
 METRICS = ("psnr", "ssim", "lpips")
+DEFAULT_SEED = 42
+"""Only runs of nerfstudio's default seed are compared (what reports before --seeds hold)."""
 
 
 def rows_before(commit: str, method: str) -> dict[tuple[str, int], dict]:
     """(scene, views) -> metrics, from the per-scene table of BENCHMARKS.md at ``commit``."""
     text = subprocess.run(["git", "show", f"{commit}:BENCHMARKS.md"], check=True, capture_output=True, text=True).stdout
-    rows = {}
+    rows, columns = {}, None
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 7 and cells[3] == method and cells[2].isdigit():
-            rows[(cells[1], int(cells[2]))] = {"psnr": float(cells[4]), "ssim": float(cells[5]), "lpips": float(cells[6]),
-                                               "resolution": cells[-2], "test_views": cells[-1]}  # fmt: skip
+        if cells[:3] == ["group", "scene", "views"]:  # the header of the per-scene table names its columns
+            columns = {name: i for i, name in enumerate(cells)}
+            continue
+        if columns is None or len(cells) != len(columns) or cells[columns["method"]] != method:
+            continue
+        seed = int(cells[columns["seed"]]) if "seed" in columns else DEFAULT_SEED
+        if seed != DEFAULT_SEED:
+            continue
+        cell = lambda name: cells[columns[name]]  # noqa: E731
+        rows[(cell("scene"), int(cell("views")))] = {"psnr": float(cell("PSNR")), "ssim": float(cell("SSIM")),
+                                                     "lpips": float(cell("LPIPS")), "resolution": cell("resolution"),
+                                                     "test_views": cell("test views")}  # fmt: skip
     return rows
 
 
 def rows_after(results: Path, method: str) -> dict[tuple[str, int], dict]:
-    return {(r["scene"], r["views"]): r for r in json.loads(results.read_text()) if r["method"] == method}
+    return {(r["scene"], r["views"]): r for r in json.loads(results.read_text())
+            if r["method"] == method and r.get("seed", DEFAULT_SEED) == DEFAULT_SEED}  # fmt: skip
 
 
 def table(before: dict, after: dict, scenes: list[str]) -> list[str]:

@@ -282,13 +282,15 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def log_handler() -> logging.Handler:
-    """rich's handler on a terminal; elsewhere (a log file, CI) one plain line per record, so that long
-    paths stay whole and can be grepped."""
-    if sys.stderr.isatty():
+    """Logs go to stdout (errors to stderr): rich's handler when stdout is a terminal; elsewhere (a log file,
+    CI) one plain line per record, so that long paths stay whole and can be grepped."""
+    if sys.stdout.isatty():
         from rich.logging import RichHandler
 
-        return RichHandler(show_path=False)
-    handler = logging.StreamHandler()
+        handler: logging.Handler = RichHandler(show_path=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))  # rich shows the time and level itself
+        return handler
+    handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     return handler
 

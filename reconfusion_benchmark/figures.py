@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from reconfusion_benchmark.runs import METHODS, RunResult, group_key, run_folder
+from reconfusion_benchmark.runs import DEFAULT_SEED, METHODS, RunResult, group_key, run_folder
 
 logger = logging.getLogger("reconfusion")
 
@@ -32,7 +32,7 @@ def _method_order(methods) -> list[str]:
 
 
 def write_plots(results: list[RunResult], folder: Path) -> list[Path]:
-    """PSNR-vs-views and LPIPS-vs-views: one panel per group, mean +- std over its runs (scenes, seeds) per method."""
+    """PSNR-vs-views and LPIPS-vs-views: one panel per group, mean +- std over its scenes (each first averaged over its seeds) per method."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -46,7 +46,7 @@ def write_plots(results: list[RunResult], folder: Path) -> list[Path]:
             rows = [r for r in results if r.group == group]
             for method in _method_order(r.method for r in rows):
                 views = sorted({r.views for r in rows if r.method == method})
-                values = [[getattr(r, metric) for r in rows if r.method == method and r.views == v] for v in views]
+                values = [_scene_means(rows, method, v, metric) for v in views]
                 axis.errorbar(views, [np.mean(v) for v in values], yerr=[np.std(v) for v in values],
                               marker="o", capsize=3, label=method)  # fmt: skip
             count = len({r.scene for r in rows})
@@ -59,6 +59,15 @@ def write_plots(results: list[RunResult], folder: Path) -> list[Path]:
         figure.savefig(path, dpi=110)
         paths.append(path)
     return paths
+
+
+def _scene_means(rows: list[RunResult], method: str, views: int, metric: str) -> list[float]:
+    """One value per scene: its runs' mean over their seeds."""
+    per_scene = defaultdict(list)
+    for r in rows:
+        if (r.method, r.views) == (method, views):
+            per_scene[r.scene].append(getattr(r, metric))
+    return [float(np.mean(values)) for values in per_scene.values()]
 
 
 def read_renders(run_folder: Path) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -92,13 +101,15 @@ def _labelled_grid(columns: list[tuple[str, list[np.ndarray]]], gap: int = 4) ->
 
 
 def _renders_by_run(results: list[RunResult], out: Path) -> dict[tuple[str, int], dict[str, list]]:
-    """(scene, views) -> method -> renders, of each (scene, views)'s first seed."""
+    """(scene, views) -> method -> renders, of one seed per (scene, views): the one most methods ran with
+    (the default seed on a tie)."""
     found: dict[tuple[str, int], dict[str, list]] = defaultdict(dict)
-    first_seed = {}
+    methods_of = defaultdict(lambda: defaultdict(int))
     for r in results:
-        first_seed[(r.scene, r.views)] = min(r.seed, first_seed.get((r.scene, r.views), r.seed))
+        methods_of[(r.scene, r.views)][r.seed] += 1
+    shown = {key: max(seeds, key=lambda s: (seeds[s], s == DEFAULT_SEED, -s)) for key, seeds in methods_of.items()}
     for r in results:
-        if r.seed != first_seed[(r.scene, r.views)]:
+        if r.seed != shown[(r.scene, r.views)]:
             continue
         pairs = read_renders(run_folder(out, r.scene, r.views, r.method, r.seed))
         if pairs:

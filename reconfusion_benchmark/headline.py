@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from reconfusion.files import InputError
-from reconfusion_benchmark.report import bootstrap_interval, paired_differences
+from reconfusion_benchmark.report import difference_cell, paired_means
 from reconfusion_benchmark.runs import RunResult
 
 START = "<!-- benchmark-headline:start -->"
@@ -24,12 +24,6 @@ METHOD = "reconfusion"
 
 def is_real(result: RunResult) -> bool:
     return not result.group.startswith("procedural")
-
-
-def _cell(values: list[float], digits: int) -> str:
-    interval = bootstrap_interval(values)
-    mean = f"{np.mean(values):+.{digits}f}"
-    return mean if interval is None else f"{mean} [{interval[0]:+.{digits}f}, {interval[1]:+.{digits}f}]"
 
 
 def headline_lines(results: list[RunResult], report: Path, base: Path) -> list[str]:
@@ -45,18 +39,14 @@ def headline_lines(results: list[RunResult], report: Path, base: Path) -> list[s
     ]
     rows = 0
     for views in sorted({r.views for r in real}):
-        psnr = paired_differences(real, views, METHOD, "psnr")
+        psnr, lpips = (paired_means(real, views, METHOD, key) for key in ("psnr", "lpips"))
         if not psnr:
             continue
-        lpips = paired_differences(real, views, METHOD, "lpips")
-        scenes = sorted({r.scene for r in real if r.views == views and r.method == METHOD}
-                        & {r.scene for r in real if r.views == views and r.method == "baseline"})  # fmt: skip
-        base_rows = [r for r in real if r.views == views and r.method == "baseline" and r.scene in scenes]
-        mean = lambda key: np.mean([np.mean([getattr(r, key) for r in base_rows if r.scene == s]) for s in scenes])  # noqa: E731
-        lines.append(
-            f"| {views} | {len(scenes)} ({', '.join(scenes)}) | {mean('psnr'):.2f} | {mean('psnr') + np.mean(psnr):.2f} | "
-            f"{_cell(psnr, 2)} | {mean('lpips'):.3f} | {mean('lpips') + np.mean(lpips):.3f} | {_cell(lpips, 3)} |"
-        )
+        cells = []
+        for means, digits in ((psnr, 2), (lpips, 3)):
+            ours, base = np.mean(list(means.values()), axis=0)
+            cells += [f"{base:.{digits}f}", f"{ours:.{digits}f}", difference_cell([a - b for a, b in means.values()], digits)]
+        lines.append(f"| {views} | {len(psnr)} ({', '.join(psnr)}) | " + " | ".join(cells) + " |")
         rows += 1
     return lines if rows else [f"No real scene has finished with both the baseline and {METHOD} yet ([{link}]({link}))."]
 

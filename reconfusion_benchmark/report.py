@@ -1,6 +1,6 @@
 """The benchmark's report: results.csv / results.json, a Markdown report, plots and image grids.
 
-- results.csv / results.json: one row per (scene, views, method), sorted by group, scene, views and
+- results.csv / results.json: one row per (scene, views, method, seed), sorted by group, scene, views and
   the method order of :data:`reconfusion_benchmark.runs.METHODS`;
 - the Markdown report: how it was made (the data and benchmark commands, machine, date, LPIPS backend,
   resolution), means per view count for each group of scenes with the difference to the baseline,
@@ -82,15 +82,22 @@ def mean_table(results: list[RunResult]) -> dict[tuple[str, int, str], dict[str,
         cells[(result.group, result.views, result.method)][result.scene].append(result)
     means = {}
     for key, scenes in cells.items():
-        means[key] = {k: _mean([_mean([getattr(r, k) for r in rows]) for rows in scenes.values()]) for k in MEAN_KEYS}
+        means[key] = {k: _mean([_mean_or_none([getattr(r, k) for r in rows]) for rows in scenes.values()])
+                      for k in MEAN_KEYS}  # fmt: skip
         means[key]["count"] = len(scenes)
     return means
 
 
+def _mean_or_none(values: list) -> float | None:
+    """Mean of the values present (None when none is, e.g. masked metrics of scenes without alpha)."""
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
 def _mean(values: list) -> float:
-    """Mean of the values present (NaN when none is, e.g. masked metrics of scenes without alpha)."""
-    present = [v for v in values if v is not None and np.isfinite(v)]
-    return float(np.mean(present)) if present else float("nan")
+    """:func:`_mean_or_none`, NaN when no value is present (a diverged run's NaN stays visible)."""
+    mean = _mean_or_none(values)
+    return float("nan") if mean is None else mean
 
 
 def record_command(out: Path, config: BenchmarkConfig) -> None:
@@ -202,19 +209,26 @@ def _method_order(results: list[RunResult]) -> list[str]:
     return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
 
 
-def paired_differences(
+def paired_means(
     rows: list[RunResult], views: int, method: str, key: str, seed: int | None = None
-) -> list[float]:
-    """(method - baseline) per scene, in scene order: each run paired with the baseline of the same seed, and
-    averaged over the scene's seeds where both finished (only ``seed``'s when given)."""
+) -> dict[str, tuple[float, float]]:
+    """scene -> (method's, baseline's) mean of ``key``, in scene order, over the seeds where both finished
+    (only ``seed`` when given): each run is paired with the baseline fitted with the same seed."""
     ours, base = (
         {(r.scene, r.seed): getattr(r, key) for r in rows if (r.views, r.method) == (views, m)} for m in (method, "baseline")
     )  # fmt: skip
-    per_scene: dict[str, list[float]] = defaultdict(list)
+    pairs: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for scene, run_seed in sorted(ours.keys() & base.keys()):
         if seed is None or run_seed == seed:
-            per_scene[scene].append(ours[(scene, run_seed)] - base[(scene, run_seed)])
-    return [float(np.mean(values)) for values in per_scene.values()]
+            pairs[scene].append((ours[(scene, run_seed)], base[(scene, run_seed)]))
+    return {scene: tuple(np.mean(values, axis=0).tolist()) for scene, values in pairs.items()}
+
+
+def paired_differences(
+    rows: list[RunResult], views: int, method: str, key: str, seed: int | None = None
+) -> list[float]:
+    """(method - baseline) per scene, in scene order, from :func:`paired_means`."""
+    return [a - b for a, b in paired_means(rows, views, method, key, seed).values()]
 
 
 def paired_difference(rows: list[RunResult], views: int, method: str, key: str) -> float | None:
@@ -237,7 +251,7 @@ def _signed(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:+.{digits}f}"
 
 
-def _difference_cell(differences: list[float], digits: int) -> str:
+def difference_cell(differences: list[float], digits: int) -> str:
     """Mean paired difference, with its 95% bootstrap interval over scenes where there are several."""
     if not differences:
         return "-"
@@ -266,7 +280,7 @@ def _group_table(group: str, results: list[RunResult], means: dict) -> list[str]
                 continue
             paired = ["-", "-"]
             if method != "baseline":
-                paired = [_difference_cell(paired_differences(rows, views, method, k), d) for k, d in (("psnr", 2), ("lpips", 3))]
+                paired = [difference_cell(paired_differences(rows, views, method, k), d) for k, d in (("psnr", 2), ("lpips", 3))]
             lines.append(
                 f"| {views} | {method} | {_fmt(c['psnr'], 2)} | {_fmt(c['ssim'], 3)} | {_fmt(c['lpips'], 3)} | "
                 f"{paired[0]} | {paired[1]} | "
@@ -323,36 +337,28 @@ def ablation_results(results: list[RunResult]) -> list[RunResult]:
 
 
 def _seed_lines(results: list[RunResult]) -> list[str]:
-    """Per seed, each method's paired difference to the baseline, for the (group, views) fitted with several
-    seeds, over the scenes where every seed finished for both: how much of a difference the seed decides."""
+    """For each (group, views, method) paired with the baseline under several seeds: its difference to the
+    baseline per seed and averaged over the seeds, each over the scenes where that pairing finished."""
     lines = []
     for group in sorted({r.group for r in results}, key=group_key):
         for views in sorted({r.views for r in results if r.group == group}):
             rows = [r for r in results if (r.group, r.views) == (group, views)]
-            seeds = sorted({r.seed for r in rows})
-            if len(seeds) < 2:
-                continue
             for method in [m for m in _method_order(rows) if m != "baseline"]:
-                runs = defaultdict(set)
-                for r in rows:
-                    if r.method in (method, "baseline"):
-                        runs[r.scene].add((r.method, r.seed))
-                every = {(m, s) for m in (method, "baseline") for s in seeds}
-                complete = [r for r in rows if every <= runs[r.scene]]
-                if not complete:
+                seeds = sorted({r.seed for r in rows if r.method == method} & {r.seed for r in rows if r.method == "baseline"})
+                if len(seeds) < 2:
                     continue
-                count = len({r.scene for r in complete})
                 for seed in [*seeds, None]:
-                    cells = [_difference_cell(paired_differences(complete, views, method, k, seed), d)
+                    cells = [difference_cell(paired_differences(rows, views, method, k, seed), d)
                              for k, d in (("psnr", 2), ("lpips", 3))]  # fmt: skip
                     label = "mean of the seeds" if seed is None else str(seed)
+                    count = len(paired_means(rows, views, method, "psnr", seed))
                     lines.append(f"| {group} | {views} | {method} | {label} | {cells[0]} | {cells[1]} | {count} |")
     if not lines:
         return []
     return ["## Seeds", "", "The same fits with other nerfstudio seeds (`--seeds`), each paired with the baseline "
-            "fitted with the same seed; over the scenes where every seed finished for both, with 95% bootstrap "
-            "intervals over scenes. Where the seeds disagree, a difference of that size is the seed's, not the "
-            "method's.", "", "| group | views | method | seed | PSNR - baseline | LPIPS - baseline | scenes |",
+            "fitted with the same seed, with 95% bootstrap intervals over scenes. Where the seeds disagree, a "
+            "difference of that size is the seed's, not the method's.", "",
+            "| group | views | method | seed | PSNR - baseline | LPIPS - baseline | scenes |",
             "|---|---|---|---|---|---|---|", *lines, ""]  # fmt: skip
 
 

@@ -68,11 +68,15 @@ def resolve_preset(preset: Literal["auto", "cpu", "gpu"]) -> Literal["cpu", "gpu
 
 
 def ns_train_args(text: str) -> list[str]:
-    """The words of --ns-train-args; InputError on unbalanced quotes."""
+    """The words of --ns-train-args; InputError on unbalanced quotes and on a seed (--seeds sets it)."""
     try:
-        return shlex.split(text)
+        words = shlex.split(text)
     except ValueError as err:
         raise InputError(f"--ns-train-args {text!r}: {err}; quote it as --ns-train-args=\"--flag value\"") from err
+    if any(w == SEED_FLAG or w.startswith(f"{SEED_FLAG}=") for w in words):
+        raise InputError(f"--ns-train-args {text!r}: {SEED_FLAG} is set by --seeds (which names the runs' folders); "
+                         "pass --seeds N instead")  # fmt: skip
+    return words
 
 
 def run_settings(run: Run, config: BenchmarkConfig, preset: Literal["cpu", "gpu"]) -> dict:

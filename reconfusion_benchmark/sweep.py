@@ -3,7 +3,7 @@
 Each run is two subprocesses, ``ns-train`` then ``ns-eval`` (this package never imports nerfstudio;
 separate processes also isolate the runs and give each its own peak memory). Finished runs are skipped,
 so a stopped sweep continues where it was; ``--merge`` writes the report from the results of all shards
-(in OUT, or copied in from other output folders).
+(in OUT, or copied in from other output folders). ``--seeds`` repeats every run under each nerfstudio seed.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def _clock(seconds: float) -> str:
 
 def merge_results(config: BenchmarkConfig) -> list[RunResult]:
     """Copy finished runs of ``merge_from`` into OUT, then read every result in OUT (filtered to the
-    requested scenes / views / methods where given)."""
+    requested scenes / views / methods / seeds, and saying how many that leaves out)."""
     out = Path(config.out)
     for source in config.merge_from:
         if not (Path(source) / "runs").is_dir():
@@ -163,5 +163,8 @@ def merge_results(config: BenchmarkConfig) -> list[RunResult]:
     ]  # fmt: skip
     if not keep:
         raise InputError(f"{out}: no finished runs to merge; run the shards with --out {out} (or pass --merge-from)")
+    if len(keep) < len(results):
+        logger.info("%d finished runs in %s left out: not among --scenes / --views / --methods / --seeds (seeds there: %s)",
+                    len(results) - len(keep), out, " ".join(str(s) for s in sorted({r.seed for r in results})))  # fmt: skip
     return keep
 

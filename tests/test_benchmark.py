@@ -220,6 +220,11 @@ def test_seeds_are_paired_with_the_baseline_of_the_same_seed():
     assert paired_differences(rows, 3, "reconfusion", "psnr") == [pytest.approx(1.0)]  # one value per scene
     assert paired_differences(rows, 3, "reconfusion", "psnr", seed=43) == [pytest.approx(0.0)]
     assert paired_differences(rows, 3, "reconfusion", "psnr", seed=44) == []
+    from reconfusion_benchmark.headline import headline_lines
+
+    other = [replace(r, scene="scene_b") for r in (row("baseline", 42, 20.0), row("reconfusion", 43, 40.0))]
+    table = "\n".join(headline_lines(rows + other, Path("BENCHMARKS.md"), Path(".")))  # scene_b has no pair
+    assert "| 3 | 1 (scene_a) | 10.50 | 11.50 | +1.00 |" in table
 
 
 def test_second_seed_runs_in_its_own_folder_and_gets_a_report_section(tmp_path):
@@ -242,6 +247,12 @@ def test_second_seed_runs_in_its_own_folder_and_gets_a_report_section(tmp_path):
     assert len(calls) == 8
     run_benchmark(cfg, fit=fake_fit(calls))  # all finished: nothing refitted
     assert len(calls) == 8
+    run_benchmark(replace(cfg, scenes=SCENES[:1], seeds=(44,), methods=("reconfusion",)), fit=fake_fit(calls))
+    run_benchmark(replace(cfg, merge=True, seeds=(42, 43, 44)))  # one unpaired extra run keeps the section
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| procedural object-360 | 3 | reconfusion | 43 | " in text and "object-360 | 3 | reconfusion | 44 |" not in text
+    with pytest.raises(InputError, match="--seeds"):
+        run_benchmark(replace(cfg, ns_train_args="--machine.seed 7"), fit=fake_fit(calls))
 
 
 def test_bootstrap_interval_brackets_the_mean():

@@ -72,6 +72,10 @@ def test_fine_tuning_starts_from_the_given_prior_and_keeps_its_autoencoder(train
     assert 0.0 < max(moved) < 1e-2  # trained, from the bundled weights (fresh ones would differ by far more)
     with pytest.raises(SystemExit, match="--resolution 64"):
         run(_config(training_data, tmp_path / "wrong", steps=1, init_from=bundled, vae=None, resolution=128))
+    card = (out / "prior" / "README.md").read_text()
+    assert f"fine-tuned from: `{bundled}`" in card
+    with pytest.raises(SystemExit, match="without --vae"):
+        run(_config(training_data, tmp_path / "both", steps=1, init_from=bundled))  # _config passes --vae
     with pytest.raises(SystemExit, match="--init-from .*nowhere"):
         run(_config(training_data, tmp_path / "missing", steps=1, init_from=tmp_path / "nowhere", vae=None))
 

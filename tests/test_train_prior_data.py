@@ -151,7 +151,7 @@ def test_view_cache_shrinks_views_keeps_intrinsics_right_and_decodes_once():
             image[100:104, 350:354] = 1.0  # a 4x4 block centred on (u, v) = (352, 102)
             return image
 
-    scene, cache = OnePhoto(), ViewCache(short_side=40, capacity=1)
+    scene, cache = OnePhoto(), ViewCache(short_side=40, megabytes=40 * 60 * 3 / 2**20)  # room for one view
     image, intrinsics = cache.get(scene, 0)
     assert image.shape == (40, 60, 3) and image.dtype == np.float32
     cache.get(scene, 0)
@@ -161,10 +161,10 @@ def test_view_cache_shrinks_views_keeps_intrinsics_right_and_decodes_once():
     row, col = np.unravel_index(crop.sum(-1).argmax(), crop.shape[:2])
     assert abs(col + 0.5 - u) <= 1.0 and abs(row + 0.5 - v) <= 1.0
     other = OnePhoto()
-    cache.get(other, 0)  # capacity 1: the first scene's view is dropped
+    cache.get(other, 0)  # room for one: the first scene's view is dropped
     cache.get(scene, 0)
-    assert scene.decoded == 2 and len(cache.views) == 1
-    full, same_k = ViewCache(short_side=None, capacity=0).get(scene, 0)
+    assert scene.decoded == 2 and len(cache.views) == 1 and cache.used == 40 * 60 * 3
+    full, same_k = ViewCache(short_side=None, megabytes=0).get(scene, 0)
     assert full.shape == (400, 600, 3) and np.array_equal(same_k, OnePhoto.intrinsics[0])
 
 

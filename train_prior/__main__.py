@@ -54,14 +54,15 @@ def make_dataset(config: TrainConfig) -> MultiviewDataset:
     if not datasets:
         raise SystemExit("no training data: pass --data SCENES_DIR (or --datasets ...); see `python -m train_prior --help`")
     sources = [WeightedSource(READERS[d.format](d.path, min_views=config.num_observed + 1), d.weight) for d in datasets]
-    return MultiviewDataset(sources, resolution=config.resolution, num_observed=config.num_observed, seed=config.seed)
+    return MultiviewDataset(sources, resolution=config.resolution, num_observed=config.num_observed, seed=config.seed,
+                            cache_megabytes=config.view_cache_mb)  # fmt: skip
 
 
 def make_objective(config: TrainConfig) -> torch.nn.Module:
     from reconfusion.prior import ReconFusionPrior
     from train_prior.objectives import PriorObjective, VaeObjective
 
-    if config.init_from is not None and config.stage == "prior":
+    if config.init_from is not None:
         return PriorObjective(load_prior_to_fine_tune(config))
     if config.preset == "sd":
         if config.pretrained is None:
@@ -81,6 +82,9 @@ def load_prior_to_fine_tune(config: TrainConfig):
     from reconfusion.files import InputError
     from reconfusion.prior import ReconFusionPrior
 
+    if config.stage != "prior" or config.vae is not None or config.pretrained is not None:
+        raise SystemExit(f"train_prior: error: --init-from {config.init_from} fine-tunes a whole prior, autoencoder "
+                         "included: use it with the prior stage and without --vae / --pretrained")  # fmt: skip
     try:
         prior = ReconFusionPrior.from_pretrained(config.init_from)
     except InputError as err:

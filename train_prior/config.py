@@ -80,6 +80,9 @@ class TrainConfig:
     """Log an image grid (observed | PixelNeRF RGB | sample | target) every N steps; 0 disables."""
     num_workers: int = 0
     """DataLoader worker processes per training process."""
+    view_cache_mb: float = 1024
+    """Decoded training views kept in memory per process (each DataLoader worker keeps its own), shrunk to twice
+    the resolution; 0: decode every view each time it is drawn."""
     seed: int = 0
     """Seeds the example stream, the noise and the initial weights."""
     cpu: bool = False

@@ -44,14 +44,13 @@ def _crop_and_resize(image: np.ndarray, intrinsics: np.ndarray, resolution: int,
 
 
 class ViewCache:
-    """Views decoded once, kept as uint8 downscaled (area average) to a short side of ``short_side`` (None: full
-    size), the least
-    recently used dropped beyond ``capacity`` views: decoding and composing a full-size photograph costs about
-    0.2 s on a CPU core (measured on the Strecha scenes), a cached view almost nothing. Each process (each
-    DataLoader worker) fills its own."""
+    """Views decoded once and kept as uint8, downscaled (area average) to a short side of ``short_side`` (None:
+    full size); the least recently used are dropped beyond ``megabytes``. Decoding and composing a full-size
+    photograph costs about 0.2 s on a CPU core (measured on the Strecha scenes), a cached view almost nothing.
+    Each process (each DataLoader worker) fills its own."""
 
-    def __init__(self, short_side: int | None, capacity: int):
-        self.short_side, self.capacity = short_side, capacity
+    def __init__(self, short_side: int | None, megabytes: float):
+        self.short_side, self.budget, self.used = short_side, megabytes * 2**20, 0
         self.views: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     def get(self, scene: Scene, view: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,10 +61,11 @@ class ViewCache:
             image, scale = self.views[key]
         else:
             image, scale = _downscale(scene.image(view), self.short_side)
-            if self.capacity > 0:
+            if image.nbytes <= self.budget:
                 self.views[key] = image, scale
-                if len(self.views) > self.capacity:
-                    self.views.popitem(last=False)
+                self.used += image.nbytes
+                while self.used > self.budget:
+                    self.used -= self.views.popitem(last=False)[1][0].nbytes
         return image.astype(np.float32) / 255.0, scene.intrinsics[view] * np.tile(scale, 2)
 
 
@@ -103,7 +103,7 @@ class MultiviewDataset(torch.utils.data.Dataset):
         neighbourhood: int = 8,
         crop_scale: tuple[float, float] = (0.85, 1.0),
         seed: int = 0,
-        cached_views: int = 4096,
+        cache_megabytes: float = 1024,
         shrink_views: bool = True,
     ):
         self.sources = [s for s in sources if s.scenes]
@@ -114,7 +114,7 @@ class MultiviewDataset(torch.utils.data.Dataset):
         self.resolution, self.num_observed, self.neighbourhood = resolution, num_observed, neighbourhood
         self.crop_scale, self.seed = crop_scale, seed
         # Shrunk to twice the resolution, crops (85-100% of the short side) still shrink 1.7-2x when resized.
-        self.cache = ViewCache(2 * resolution if shrink_views else None, capacity=cached_views)
+        self.cache = ViewCache(2 * resolution if shrink_views else None, cache_megabytes)
 
     def __len__(self) -> int:
         return 2**62

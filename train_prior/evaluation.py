@@ -58,8 +58,9 @@ class PriorQuality:
 
 def heldout_dataset(data: tuple[Path, ...], resolution: int, seed: int) -> MultiviewDataset:
     scenes = [scene for root in data for scene in read_scene_folders(root)]
+    # Full-size views, read each time as before (examples rarely share views): the numbers stay as they were.
     return MultiviewDataset([WeightedSource(scenes)], resolution=resolution, seed=seed, crop_scale=(1.0, 1.0),
-                            shrink_views=False)  # full-size views: the numbers do not depend on the training shortcut  # fmt: skip
+                            cache_megabytes=0, shrink_views=False)  # fmt: skip
 
 
 def resized_batch(batch: dict[str, torch.Tensor], resolution: int) -> dict[str, torch.Tensor]:

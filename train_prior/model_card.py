@@ -96,6 +96,8 @@ def write_model_card(config: TrainConfig, step: int, train_seconds: float, num_p
         "",
         "## Training",
         "",
+        *([f"- fine-tuned from: `{config.init_from}` (its own card there lists what it was trained on)"]
+          if config.init_from is not None else []),
         f"- data:\n{data}",
         f"- steps: {step}, batch {config.batch_size} x {num_processes} processes x {config.gradient_accumulation} accumulation,"
         f" resolution {config.resolution}, learning rate {config.learning_rate}, EMA {config.ema_decay}",
