@@ -7,7 +7,7 @@ truth and the rendering side by side); the grids put the ground truth once, then
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Optional
 
@@ -118,7 +118,8 @@ def _renders_by_run(results: list[RunResult], out: Path) -> dict[tuple[str, int]
 
 
 def write_grids(results: list[RunResult], out: Path, folder: Path) -> dict[tuple[str, int], Path]:
-    """One grid per (scene, views): rows are test views, columns ground truth then each method."""
+    """One grid per (scene, views): rows are test views, columns ground truth then each method. A (scene, views)
+    whose renders are not in OUT (results merged from another machine) keeps the grid already in ``folder``."""
     grids = {}
     for (scene, views), by_method in sorted(_renders_by_run(results, out).items()):
         methods = _method_order(by_method)
@@ -128,15 +129,21 @@ def write_grids(results: list[RunResult], out: Path, folder: Path) -> dict[tuple
         path.parent.mkdir(parents=True, exist_ok=True)
         _labelled_grid(columns).save(path)
         grids[(scene, views)] = path
+    for key in sorted({(r.scene, r.views) for r in results} - set(grids)):
+        earlier = Path(folder) / f"{key[0]}_{key[1]}-views.png"
+        if earlier.is_file():
+            grids[key] = earlier
     return grids
 
 
 def write_comparison(results: list[RunResult], out: Path, path: Path) -> Optional[Path]:
     """The first test view of one scene, rendered by every method, side by side: the scene with the most
-    methods at its smallest view count (first by name)."""
+    methods at its smallest view count (first by name). An existing image stays when the renders in OUT show
+    fewer methods than the results hold (results merged from another machine)."""
     renders = _renders_by_run(results, out)
-    if not renders:
-        return None
+    most = max(Counter((r.scene, r.views, r.seed) for r in results).values())
+    if not renders or (path.is_file() and max(map(len, renders.values())) < most):
+        return path if path.is_file() else None
     scene, views = min(renders, key=lambda key: (-len(renders[key]), key[1], key[0]))
     by_method = renders[(scene, views)]
     methods = _method_order(by_method)

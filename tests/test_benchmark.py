@@ -198,6 +198,24 @@ def test_report_has_tables_plots_and_grids(tmp_path):
     assert text.count("Published PSNR") == 1  # the procedural groups have no published numbers
 
 
+def test_a_merge_without_renders_keeps_the_figures_it_cannot_redraw(tmp_path):
+    import shutil
+
+    docs = tmp_path / "docs"
+    run_benchmark(config(tmp_path / "first", report=tmp_path / "first.md", figures=docs), fit=fake_fit())
+    comparison = (docs / "comparison.png").read_bytes()
+    results_only = tmp_path / "elsewhere"  # as committed: result.json files, no renders
+    for result in (tmp_path / "first" / "runs").glob("*/*/*/result.json"):
+        target = results_only / result.relative_to(tmp_path / "first")
+        target.parent.mkdir(parents=True)
+        shutil.copy(result, target)
+    run_benchmark(config(tmp_path / "second", merge=True, merge_from=(results_only,), report=tmp_path / "second.md",
+                         figures=docs))  # fmt: skip
+    text = (tmp_path / "second.md").read_text()
+    assert "docs/grids/scene_a_3-views.png" in text and "docs/comparison.png" in text
+    assert (docs / "comparison.png").read_bytes() == comparison
+
+
 def test_differences_to_the_baseline_are_paired_by_scene(tmp_path):
     from reconfusion_benchmark.report import paired_difference
 
