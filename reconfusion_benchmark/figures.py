@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from reconfusion_benchmark.runs import DEFAULT_SEED, METHODS, RunResult, group_key, run_folder
+from reconfusion_benchmark.runs import DEFAULT_SEED, METHODS, RunResult, group_key, run_folder, runs_by_scene
 
 logger = logging.getLogger("reconfusion")
 
@@ -37,6 +37,7 @@ def write_plots(results: list[RunResult], folder: Path) -> list[Path]:
     from matplotlib.figure import Figure
 
     groups = sorted({r.group for r in results}, key=group_key)
+    cells = runs_by_scene(results)
     paths = []
     for metric, (label, name) in PLOTS.items():
         figure = Figure(figsize=(4.2 * len(groups), 3.4), layout="constrained")
@@ -46,7 +47,8 @@ def write_plots(results: list[RunResult], folder: Path) -> list[Path]:
             rows = [r for r in results if r.group == group]
             for method in _method_order(r.method for r in rows):
                 views = sorted({r.views for r in rows if r.method == method})
-                values = [_scene_means(rows, method, v, metric) for v in views]
+                values = [[np.mean([getattr(r, metric) for r in runs]) for runs in cells[(group, v, method)].values()]
+                          for v in views]  # fmt: skip
                 axis.errorbar(views, [np.mean(v) for v in values], yerr=[np.std(v) for v in values],
                               marker="o", capsize=3, label=method)  # fmt: skip
             count = len({r.scene for r in rows})
@@ -59,15 +61,6 @@ def write_plots(results: list[RunResult], folder: Path) -> list[Path]:
         figure.savefig(path, dpi=110)
         paths.append(path)
     return paths
-
-
-def _scene_means(rows: list[RunResult], method: str, views: int, metric: str) -> list[float]:
-    """One value per scene: its runs' mean over their seeds."""
-    per_scene = defaultdict(list)
-    for r in rows:
-        if (r.method, r.views) == (method, views):
-            per_scene[r.scene].append(getattr(r, metric))
-    return [float(np.mean(values)) for values in per_scene.values()]
 
 
 def read_renders(run_folder: Path) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -100,9 +93,9 @@ def _labelled_grid(columns: list[tuple[str, list[np.ndarray]]], gap: int = 4) ->
     return canvas
 
 
-def _renders_by_run(results: list[RunResult], out: Path) -> dict[tuple[str, int], dict[str, list]]:
-    """(scene, views) -> method -> renders, of one seed per (scene, views): the one most methods ran with
-    (the default seed on a tie)."""
+def renders_by_run(results: list[RunResult], out: Path) -> dict[tuple[str, int], dict[str, list]]:
+    """(scene, views) -> method -> renders in OUT, of one seed per (scene, views): the one most methods ran with
+    (the default seed on a tie). Read once per report, for the grids and the comparison."""
     found: dict[tuple[str, int], dict[str, list]] = defaultdict(dict)
     methods_of = defaultdict(lambda: defaultdict(int))
     for r in results:
@@ -117,11 +110,11 @@ def _renders_by_run(results: list[RunResult], out: Path) -> dict[tuple[str, int]
     return found
 
 
-def write_grids(results: list[RunResult], out: Path, folder: Path) -> dict[tuple[str, int], Path]:
+def write_grids(renders: dict, results: list[RunResult], folder: Path) -> dict[tuple[str, int], Path]:
     """One grid per (scene, views): rows are test views, columns ground truth then each method. A (scene, views)
     whose renders are not in OUT (results merged from another machine) keeps the grid already in ``folder``."""
     grids = {}
-    for (scene, views), by_method in sorted(_renders_by_run(results, out).items()):
+    for (scene, views), by_method in sorted(renders.items()):
         methods = _method_order(by_method)
         truth = [gt for gt, _ in by_method[methods[0]][:MAX_ROWS]]
         columns = [("ground truth", truth)] + [(m, [im for _, im in by_method[m][:MAX_ROWS]]) for m in methods]
@@ -136,11 +129,10 @@ def write_grids(results: list[RunResult], out: Path, folder: Path) -> dict[tuple
     return grids
 
 
-def write_comparison(results: list[RunResult], out: Path, path: Path) -> Optional[Path]:
+def write_comparison(renders: dict, results: list[RunResult], path: Path) -> Optional[Path]:
     """The first test view of one scene, rendered by every method, side by side: the scene with the most
     methods at its smallest view count (first by name). An existing image stays when the renders in OUT show
     fewer methods than the results hold (results merged from another machine)."""
-    renders = _renders_by_run(results, out)
     most = max(Counter((r.scene, r.views, r.seed) for r in results).values())
     if not renders or (path.is_file() and max(map(len, renders.values())) < most):
         return path if path.is_file() else None

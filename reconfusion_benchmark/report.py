@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reconfusion_benchmark.runs import METHODS, BenchmarkConfig, RunResult, command_line, group_key
-from reconfusion_benchmark.figures import write_comparison, write_grids, write_plots
+from reconfusion_benchmark.runs import METHODS, BenchmarkConfig, RunResult, command_line, group_key, runs_by_scene
+from reconfusion_benchmark.figures import renders_by_run, write_comparison, write_grids, write_plots
 from reconfusion.files import read_json, write_json
 
 logger = logging.getLogger("reconfusion")
@@ -77,11 +77,8 @@ def sort_results(results: list[RunResult]) -> list[RunResult]:
 def mean_table(results: list[RunResult]) -> dict[tuple[str, int, str], dict[str, float]]:
     """(group, views, method) -> means over scenes (each scene first averaged over its seeds) of MEAN_KEYS,
     and the count of scenes."""
-    cells: dict[tuple[str, int, str], dict[str, list[RunResult]]] = defaultdict(lambda: defaultdict(list))
-    for result in results:
-        cells[(result.group, result.views, result.method)][result.scene].append(result)
     means = {}
-    for key, scenes in cells.items():
+    for key, scenes in runs_by_scene(results).items():
         means[key] = {k: _mean([_mean_or_none([getattr(r, k) for r in rows]) for rows in scenes.values()])
                       for k in MEAN_KEYS}  # fmt: skip
         means[key]["count"] = len(scenes)
@@ -134,8 +131,9 @@ def write_report(results: list[RunResult], config: BenchmarkConfig) -> Path:
     figures = Path(config.figures) if config.figures else out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     plots = write_plots(results, figures)
-    grids = write_grids(results, out, figures / "grids")
-    comparison = write_comparison(results, out, figures / "comparison.png")
+    renders = renders_by_run(results, out)
+    grids = write_grids(renders, results, figures / "grids")
+    comparison = write_comparison(renders, results, figures / "comparison.png")
     commands = read_json(out / COMMANDS_FILE) if (out / COMMANDS_FILE).is_file() else []
     text = markdown_report(results, config.title, commands, report.parent, plots, grids, comparison)
     report.parent.mkdir(parents=True, exist_ok=True)

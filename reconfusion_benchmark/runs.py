@@ -216,6 +216,14 @@ class RunResult:
     """nerfstudio's --machine.seed (results written before --seeds existed were fitted with the default)."""
 
 
+def runs_by_scene(results: Sequence[RunResult]) -> dict[tuple[str, int, str], dict[str, list[RunResult]]]:
+    """(group, views, method) -> scene -> its runs (one per seed): what means over scenes average over."""
+    cells: dict[tuple[str, int, str], dict[str, list[RunResult]]] = {}
+    for r in results:
+        cells.setdefault((r.group, r.views, r.method), {}).setdefault(r.scene, []).append(r)
+    return cells
+
+
 def group_key(group: str) -> tuple[bool, str]:
     """Report order of scene groups: procedural scenes (what the bundled prior targets) first."""
     return (not group.startswith("procedural"), group)
