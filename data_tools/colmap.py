@@ -170,10 +170,10 @@ def _reconstruct(pycolmap, images: Path, names: list[str], work: Path, matcher: 
     )
     progress.set_description("COLMAP matching")
     progress.update(1)
-    if matcher == "sequential":
-        pycolmap.match_sequential(database, device=device)
-    else:
-        pycolmap.match_exhaustive(database, device=device)
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.ransac.random_seed = 0  # seeded per image pair: the same matches whichever thread verifies it
+    match = pycolmap.match_sequential if matcher == "sequential" else pycolmap.match_exhaustive
+    match(database, verification_options=verification, device=device)
     progress.set_description("COLMAP mapping (photos registered)")
     progress.update(1)
     options = pycolmap.IncrementalPipelineOptions()
@@ -253,19 +253,26 @@ def _write(recon, images: Path, names: list[str], out: Path, overwrite: bool, lo
     return ColmapResult(scene_dir, len(posed), len(names), error, final_log)
 
 
+RELIABLE_TRACK_LENGTH = 3
+"""Depth bounds prefer points seen by at least this many photos ..."""
+RELIABLE_ERROR_PX = 1.0
+"""... and reprojected within this many pixels."""
+
+
 def _depth_bounds(recon, image) -> list[float] | None:
     """[near, far] of the points an image sees (0.1 and 99.9 percentiles of their depth, as LLFF's
-    imgs2poses does), or None when it sees fewer than 10."""
-    ids = [p.point3D_id for p in image.points2D if p.has_point3D()]
-    if len(ids) < 10:
-        return None
+    imgs2poses does), or None when it sees fewer than 10. Only reliable points count when there are 10 of
+    them: a few spurious two-view points stretched fern's far bound by half (measured: 1.54x LLFF's)."""
+    points = [recon.points3D[p.point3D_id] for p in image.points2D if p.has_point3D()]
+    reliable = [p for p in points if p.track.length() >= RELIABLE_TRACK_LENGTH and p.error <= RELIABLE_ERROR_PX]
     pose = image.cam_from_world()
-    points = np.array([recon.points3D[i].xyz for i in ids])
-    depths = points @ pose.rotation.matrix()[2] + float(np.asarray(pose.translation)[2])
-    depths = depths[depths > 0]
-    if len(depths) < 10:
-        return None
-    return [float(np.percentile(depths, 0.1)), float(np.percentile(depths, 99.9))]
+    for chosen in (reliable, points):
+        xyz = np.array([p.xyz for p in chosen]).reshape(-1, 3)
+        depths = xyz @ pose.rotation.matrix()[2] + float(np.asarray(pose.translation)[2])
+        depths = depths[depths > 0]
+        if len(depths) >= 10:
+            return [float(np.percentile(depths, 0.1)), float(np.percentile(depths, 99.9))]
+    return None
 
 
 def _keep_log(log_path: Path, destination: Path) -> Path:
