@@ -196,6 +196,8 @@ def test_report_has_tables_plots_and_grids(tmp_path):
     assert text.count("| scene_b | ") == 4  # every scene's rows
     assert "Published PSNR, for orientation only" in text and "| ReconFusion | 21.34 | 24.25 | 25.21 |" in text  # llff
     assert text.count("Published PSNR") == 1  # the procedural groups have no published numbers
+    assert text.count("benchmarks/results/prior_heldout/object-360.json") == 1  # what limits the prior, per group
+    assert (Path(__file__).parents[1] / "benchmarks/results/prior_heldout/object-360.json").is_file()
 
 
 def test_a_merge_without_renders_keeps_the_figures_it_cannot_redraw(tmp_path):
