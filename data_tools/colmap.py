@@ -31,6 +31,7 @@ from typing import Literal, TextIO
 import numpy as np
 from tqdm.auto import tqdm
 
+from data_tools.import_common import check_out
 from reconfusion.cameras import colmap_to_opengl
 from reconfusion.files import IMAGE_SUFFIXES, InputError, read_image, read_json, write_json
 from reconfusion.scene import BOUNDS_KEY, TRANSFORMS, write_scene
@@ -74,6 +75,7 @@ def pose_images(
 
     images, out = Path(images), Path(out)
     _check_options(out, matcher, camera_model, min_registered, overwrite)
+    check_out(images, out)  # --overwrite replaces the output folder: never the photos' own
     colmap_device = _resolve_device(pycolmap, device)
     names = _list_images(images)
     _check_images(images, names)

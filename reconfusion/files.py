@@ -102,6 +102,8 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: not valid JSON ({err}); fix or regenerate the file") from err
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text ({err.reason}); save it again as UTF-8") from err
 
 
 def _umask() -> int:
@@ -119,10 +121,19 @@ def _make_parent(path: Path) -> None:
         ) from err
 
 
+def _in_writable_folder(make_temporary, path: Path, suffix: str):
+    """``tempfile.mkstemp`` / ``mkdtemp`` next to ``path``; a folder we may not write to is the user's to fix."""
+    try:
+        return make_temporary(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as err:
+        raise InputError(f"{path.parent}: cannot write here ({err.strerror}); choose another output folder, "
+                         "or copy the input somewhere writable") from err
+
+
 @contextlib.contextmanager
 def _temporary_sibling(path: Path) -> Iterator[Path]:
     _make_parent(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = _in_writable_folder(tempfile.mkstemp, path, ".tmp")
     os.close(fd)
     tmp = Path(name)
     try:
@@ -146,7 +157,7 @@ def atomic_directory(out: Path, overwrite: bool = False) -> Iterator[Path]:
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out}: output folder exists and is not empty; choose another folder or pass --overwrite")
     _make_parent(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    tmp = Path(_in_writable_folder(tempfile.mkdtemp, out, ".partial"))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())

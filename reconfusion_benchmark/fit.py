@@ -87,12 +87,18 @@ def _posed_scene(source: Path, out: Path) -> Path:
     if (source / "transforms.json").is_file():
         _step(1, f"{source} is a scene folder (transforms.json): no posing needed")
         return source
+    from data_tools.colmap import IMAGE_NAMES_FILE, pose_images
+
     scene = out / "scene"
     if (scene / "transforms.json").is_file():
+        posed_from = (read_json(scene / IMAGE_NAMES_FILE).get("source") if (scene / IMAGE_NAMES_FILE).is_file()
+                      else None)  # fmt: skip
+        if posed_from != str(source.resolve()):
+            raise InputError(f"{scene}: holds the photos of {posed_from or 'another capture'}, not of {source}; "
+                             "pass another --out, or delete that folder to pose these photos there")
         _step(1, f"photos already posed in {scene} (delete it to pose again)")
         return scene
     _step(1, f"posing the photos of {source} with COLMAP")
-    from data_tools.colmap import pose_images
 
     pose_images(source, scene)
     return scene

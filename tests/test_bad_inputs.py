@@ -1,6 +1,8 @@
 """Bad user input gets an InputError naming the file and the fix, never a traceback, and loses nothing."""
 
+import errno
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from data_tools.colmap import pose_images
 from data_tools.importers import import_scene
 from data_tools.splits import write_splits
 from reconfusion.cli import main
-from reconfusion.files import InputError, atomic_directory, write_image
+from reconfusion.files import InputError, atomic_directory, read_json, write_image, write_json
 from reconfusion.scene import load_scene, write_scene
 
 
@@ -126,6 +128,25 @@ def test_output_path_is_or_lies_under_a_file(tmp_path):
         with pytest.raises(InputError, match="afile is a file, not a folder"):
             pose_images(tmp_path, out, overwrite=overwrite)
     assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_a_folder_we_cannot_write_to_is_named(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    with pytest.raises(InputError, match=f"{tmp_path}: cannot write here \\(Read-only file system\\)"):
+        write_json(tmp_path / "split.json", {})
+    with pytest.raises(InputError, match=f"{tmp_path}: cannot write here"):
+        with atomic_directory(tmp_path / "scene"):
+            pass
+
+
+def test_json_that_is_not_utf8_is_named(tmp_path):
+    (tmp_path / "transforms.json").write_text('{"frames": []}', encoding="utf-16")
+    with pytest.raises(InputError, match="transforms.json: not UTF-8 text .*save it again as UTF-8"):
+        read_json(tmp_path / "transforms.json")
 
 
 def test_cli_exits_with_the_message(tmp_path, capsys):

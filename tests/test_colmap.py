@@ -42,6 +42,14 @@ def test_folder_without_images(tmp_path):
         pose_images(tmp_path / "photos", tmp_path / "out")
 
 
+@pytest.mark.parametrize("out", [".", "..", "scene"])
+def test_output_folder_never_holds_the_photos(tmp_path, out):
+    photos = _photos(tmp_path / "photos", 3)
+    with pytest.raises(InputError, match="must not contain or lie inside"):
+        pose_images(photos, photos / out, overwrite=True)
+    assert sorted(p.name for p in photos.iterdir()) == [f"photo_{i:02d}.png" for i in range(3)]
+
+
 def test_too_few_photos(tmp_path):
     photos = _photos(tmp_path / "photos", 2)
     with pytest.raises(InputError, match="COLMAP needs at least 3 photos"):

@@ -1,12 +1,14 @@
 """``reconfusion fit``: from a scene folder (or photos) to metrics, renders and an orbit video."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from data_tools.synthetic import generate_scenes
 from reconfusion.cli import main
+from reconfusion.files import write_json
 from reconfusion_benchmark.fit import write_orbit_path
 
 
@@ -34,6 +36,18 @@ def test_fit_rejects_a_missing_folder_in_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(tmp_path / "nothing here") in err
+
+
+def test_fit_never_reuses_the_poses_of_other_photos(tmp_path, capsys):
+    scene = generate_scenes(tmp_path / "data", num_scenes=1, num_views=4, resolution=16, layout="object-360", seed=6)[0]
+    (tmp_path / "out").mkdir()
+    shutil.copytree(scene, tmp_path / "out" / "scene")  # as if `reconfusion fit photos_a/` had posed it
+    write_json(tmp_path / "out" / "scene" / "colmap_image_names.json", {"source": str(tmp_path / "photos_a")})
+    (tmp_path / "photos_b").mkdir()
+    with pytest.raises(SystemExit):
+        main(["fit", str(tmp_path / "photos_b"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "photos_a" in err and "--out" in err
 
 
 @pytest.mark.slow
