@@ -96,6 +96,16 @@ def test_bad_data_paths_fail_clearly(tmp_path, training_data):
         run(_config(training_data, tmp_path / "out", steps=1, data=(tmp_path / "empty",)))
 
 
+
+def test_the_command_line_prints_bad_data_as_one_line(tmp_path):
+    command = [sys.executable, "-m", "train_prior", "tiny", "--data", str(tmp_path / "nowhere"),
+               "--output-dir", str(tmp_path / "out"), "--cpu"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(f"train_prior: error: {tmp_path / 'nowhere'}")
+    assert "Traceback" not in done.stderr
+
+
 RANK_SCRIPT = """
 import sys, torch
 from pathlib import Path

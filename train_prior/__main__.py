@@ -21,6 +21,8 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from reconfusion.cli import one_line
+from reconfusion.files import InputError
 from train_prior.checkpoints import resume_latest, save_checkpoint
 from train_prior.config import PRESETS, TrainConfig
 from train_prior.datasets import MultiviewDataset, StepSampler, WeightedSource
@@ -274,7 +276,11 @@ def export(accelerator: Accelerator, objective, ema, config: TrainConfig, step: 
 
 def main() -> None:
     config = tyro.extras.overridable_config_cli(PRESETS)
-    run(config)
+    try:
+        run(config)
+    except InputError as err:  # bad data or options: the message names the file and the fix, not a traceback
+        sys.stderr.write(f"train_prior: error: {one_line(str(err))}\n")
+        sys.exit(2)
 
 
 if __name__ == "__main__":
