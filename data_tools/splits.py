@@ -173,7 +173,7 @@ def write_splits(scene: Path, protocol: Protocol, views: Sequence[int], overwrit
     views = [int(v) for v in views]
     if not views:
         raise InputError(f"{scene}: no view counts given; pass e.g. --views 3 6 9")
-    subsets = read_subsets(scene) if protocol == "blender" else None
+    subsets = read_subsets(loaded.root) if protocol == "blender" else None
     centres = loaded.c2w[:, :3, 3]
     splits = {}
     for num_views in dict.fromkeys(views):

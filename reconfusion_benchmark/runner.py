@@ -318,7 +318,8 @@ def prepare_scene(scene: Path, config: BenchmarkConfig) -> Path:
     splits = {n: Split(s.train_ids, fewer_test_views(s.test_ids, limit)) for n, s in loaded.splits.items()}
     if scale == 1.0 and splits == loaded.splits:
         return Path(scene)
-    recipe = {"from": str(loaded.root), "max_side": config.max_side, "max_test_views": config.max_test_views}
+    recipe = {"from": str(loaded.root), "max_side": config.max_side, "max_test_views": config.max_test_views,
+              "splits": {str(n): [list(s.train_ids), list(s.test_ids)] for n, s in sorted(splits.items())}}  # fmt: skip
     target = Path(config.out) / "scenes" / loaded.root.name
     if (target / "transforms.json").is_file() and read_json(target / "transforms.json").get(PREPARED_KEY) == recipe:
         return target

@@ -59,6 +59,19 @@ def run_benchmark(config: BenchmarkConfig, fit: Optional[FitFn] = None) -> list[
     return results
 
 
+def check_splits(runs: list[Run]) -> None:
+    """Every scene has a split file for every view count, before hours of fits rather than when its turn comes."""
+    from reconfusion.scene import load_scene
+
+    views = {}
+    for run in runs:
+        views.setdefault(run.scene, set()).add(run.views)
+    for scene, counts in views.items():
+        loaded = load_scene(scene)
+        for count in sorted(counts):
+            loaded.split(count)  # InputError naming the scene folder and the command that writes the split
+
+
 def _run_all(config: BenchmarkConfig, fit: Optional[FitFn]) -> list[RunResult]:
     """Fit the runs of this shard that have not finished, ``config.jobs`` at a time, in plan order."""
     runs = shard_runs(plan_runs(config.scenes, config.views, config.methods, config.seeds), *parse_shard(config.shard))
@@ -69,6 +82,7 @@ def _run_all(config: BenchmarkConfig, fit: Optional[FitFn]) -> list[RunResult]:
     logger.info("%d runs: %d finished before (skipped), %d to fit", len(runs), len(runs) - len(pending), len(pending))
     if fit is None:
         fit = runner.fit_and_evaluate
+        check_splits([runs[i] for i in pending])
         for scene in dict.fromkeys(runs[i].scene for i in pending):  # scene copies made once, before any fit
             runner.prepare_scene(scene, config)
 

@@ -4,6 +4,7 @@ and (slow) one real ns-train + ns-eval benchmark on a tiny procedural scene."""
 import csv
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import zlib
@@ -349,6 +350,26 @@ def test_scene_copy_is_downscaled_with_fewer_test_views(tiny_scene, tmp_path):
     assert (info.group, info.resolution, info.test_views) == ("procedural object-360", "32x32", 2)
     assert info.source["seed"] == 900000 and info.source["resolution"] == 64
     assert benchmark_runner.fewer_test_views(tuple(range(200)), 25) == tuple(range(0, 200, 8))
+
+
+def test_scene_copy_follows_a_regenerated_split(tiny_scene, tmp_path):
+    from reconfusion.scene import load_scene
+
+    scene = tmp_path / "scene"
+    shutil.copytree(tiny_scene, scene)
+    cfg = config(tmp_path / "out", max_side=32)
+    benchmark_runner.prepare_scene(scene, cfg)
+    split = json.loads((scene / "train_test_split_3.json").read_text())
+    split["train_ids"][0], split["test_ids"][0] = split["test_ids"][0], split["train_ids"][0]
+    (scene / "train_test_split_3.json").write_text(json.dumps(split))
+    copy = benchmark_runner.prepare_scene(scene, cfg)
+    assert list(load_scene(copy).splits[3].train_ids) == sorted(split["train_ids"])
+
+
+def test_a_missing_split_stops_the_sweep_before_any_fit(tiny_scene, tmp_path):
+    with pytest.raises(InputError, match=f"{tiny_scene}: no train_test_split_4.json .*reconfusion data splits {tiny_scene}"):
+        run_benchmark(config(tmp_path / "out", scenes=(tiny_scene / "transforms.json",), views=(3, 4)))
+    assert not (tmp_path / "out" / "runs").exists()
 
 
 def test_child_peak_memory_and_exit_status(tmp_path):

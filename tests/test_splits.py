@@ -112,7 +112,7 @@ def _scene(tmp_path, n=12, extra=None):
 def test_write_splits_blender_reads_the_recorded_subsets(tmp_path):
     subsets = ["train"] * 8 + ["test"] * 4
     scene = _scene(tmp_path, extra={SUBSETS_KEY: subsets})
-    write_splits(scene, "blender", [3])
+    write_splits(scene / "transforms.json", "blender", [3])  # the file names its scene, as elsewhere
     assert load_scene(scene).split(3).test_ids == (8, 9, 10, 11)
 
 
