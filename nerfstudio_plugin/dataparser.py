@@ -31,7 +31,7 @@ from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from reconfusion.cameras import normalize_cameras
-from reconfusion.files import InputError
+from reconfusion.files import InputError, read_as_is
 from reconfusion.scene import Scene, Split, load_scene
 from reconfusion.scene_fit import SceneFit, scene_fit
 
@@ -112,6 +112,7 @@ class ReconFusionDataParser(DataParser):
                 f"{scene.root}: train_test_split_{num_views}.json has no test_ids to evaluate on; "
                 "regenerate the split with `reconfusion data splits`"
             )
+        _check_pixel_formats([scene.image_paths[i] for i in ids])
         transform, scale = normalising_transform(scene.c2w[list(chosen.train_ids)])
         cameras = build_cameras(scene, ids, transform, scale)
         fit = fit_for(scene, chosen.train_ids, transform, scale, self.config.scene_scale)
@@ -129,6 +130,16 @@ class ReconFusionDataParser(DataParser):
             metadata=metadata,
             dataparser_transform=torch.as_tensor(transform, dtype=torch.float32),
             dataparser_scale=scale,
+        )
+
+
+def _check_pixel_formats(paths: list[Path]) -> None:
+    """nerfstudio reads the raw pixel array: palette, grey + alpha, CMYK or 16-bit images would train wrongly."""
+    unreadable = next((path for path in paths if not read_as_is(path)), None)
+    if unreadable is not None:
+        raise InputError(
+            f"{unreadable}: not 8-bit RGB, RGBA or greyscale, which nerfstudio reads wrongly; convert the scene's "
+            "images, e.g. `reconfusion data import nerfstudio SCENE NEW_SCENE` writes them as 8-bit PNG"
         )
 
 

@@ -34,8 +34,27 @@ def read_rgba(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
+            if img.mode in SIXTEEN_BIT_GREY:  # convert("RGBA") would clip these to 0-255 of 65535
+                grey = np.asarray(img, dtype=np.float32) / 65535.0
+                return np.stack([grey, grey, grey, np.ones_like(grey)], axis=-1)
             return np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise InputError(f"{path}: image does not decode ({err}); replace or remove this file") from err
+
+
+SIXTEEN_BIT_GREY = ("I;16", "I;16B", "I;16L", "I")
+"""Pillow's modes of 16-bit greyscale PNGs (``I`` in older Pillow versions)."""
+READ_AS_IS = ("RGB", "RGBA", "L")
+"""Pixel formats nerfstudio reads correctly from the raw array; scenes re-encode other images (palette,
+greyscale with alpha, CMYK, 16-bit) to 8-bit PNG."""
+
+
+def read_as_is(path: Path) -> bool:
+    """Whether an image file is in one of the READ_AS_IS formats (and can be copied into a scene unchanged)."""
+    try:
+        with Image.open(path) as img:
+            return img.mode in READ_AS_IS
+    except (UnidentifiedImageError, OSError) as err:
         raise InputError(f"{path}: image does not decode ({err}); replace or remove this file") from err
 
 

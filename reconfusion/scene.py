@@ -31,6 +31,8 @@ from reconfusion.files import (
     composite,
     has_alpha,
     image_size,
+    read_as_is,
+    read_image,
     read_json,
     read_rgba,
     write_image,
@@ -366,6 +368,8 @@ def _size_of(image: np.ndarray | Path) -> tuple[int, int]:
 
 
 def _write_frame(root: Path, index: int, image, c2w, intrinsics, size, distortion) -> dict:
+    if not isinstance(image, np.ndarray) and not read_as_is(image):
+        image = read_rgba(image) if has_alpha(image) else read_image(image)
     if isinstance(image, np.ndarray):
         name = f"images/frame_{index:05d}.png"
         write_image(root / name, image)

@@ -5,6 +5,7 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -16,6 +17,7 @@ import torch
 
 from reconfusion.files import InputError
 from reconfusion.prior import ReconFusionPrior
+from reconfusion.scene import load_scene
 
 pytest.importorskip("nerfstudio")
 
@@ -92,6 +94,17 @@ def test_dataparser_uses_the_split_and_normalises_the_cameras(scene):
     assert centres.abs().max().item() == pytest.approx(1.0, abs=1e-5)  # normalised: centres in [-1, 1]^3
     with pytest.raises(InputError, match="train_test_split_4.json"):
         ReconFusionDataParserConfig(data=scene, num_views=4).setup().get_dataparser_outputs("train")
+
+
+def test_images_nerfstudio_would_misread_are_refused(scene, tmp_path):
+    from PIL import Image
+
+    shutil.copytree(scene, tmp_path / "scene")
+    first = load_scene(scene).split(3).train_ids[0]
+    image = tmp_path / "scene" / "images" / f"frame_{first:05d}.png"
+    Image.open(image).convert("P").save(image)  # a palette PNG: nerfstudio would train on its indices
+    with pytest.raises(InputError, match=f"{image}: not 8-bit RGB, RGBA or greyscale.*reconfusion data import"):
+        ReconFusionDataParserConfig(data=tmp_path / "scene", num_views=3).setup().get_dataparser_outputs("train")
 
 
 def test_object_scene_settings_reach_the_model(scene):

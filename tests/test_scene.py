@@ -4,8 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from reconfusion.files import InputError, atomic_directory
+from reconfusion.files import InputError, atomic_directory, read_rgba
 from reconfusion.scene import Split, load_scene, write_scene
 
 
@@ -116,3 +117,28 @@ def test_existing_output_needs_overwrite(tmp_path):
         _write(tmp_path)
     _write(tmp_path, overwrite=True)
     assert len(load_scene(out)) == 4
+
+
+@pytest.mark.parametrize("mode", ["P", "LA", "I;16", "CMYK"])
+def test_images_nerfstudio_would_misread_are_written_as_8_bit_png(tmp_path, mode):
+    rng = np.random.default_rng(1)
+    rgb = Image.fromarray((rng.random((12, 16, 3)) * 255).astype(np.uint8))
+    photo = {"P": rgb.convert("P"), "LA": rgb.convert("LA"), "CMYK": rgb.convert("CMYK"),
+             "I;16": Image.fromarray((rng.random((12, 16)) * 65535).astype(np.uint16))}[mode]  # fmt: skip
+    path = tmp_path / f"photo.{'jpg' if mode == 'CMYK' else 'png'}"
+    photo.save(path)
+    c2w, intrinsics = _cameras(1)
+    scene = load_scene(write_scene(tmp_path / "scene", [path], c2w, intrinsics))
+    written = np.array(Image.open(scene.image_paths[0]), dtype=np.uint8)  # as nerfstudio reads it
+    assert written.shape == (12, 16, 4 if mode == "LA" else 3)
+    np.testing.assert_allclose(written / 255.0, read_rgba(path)[..., : written.shape[2]], atol=0.5 / 255 + 1e-6)
+    if mode == "I;16":
+        np.testing.assert_allclose(read_rgba(path)[..., 0], np.asarray(photo) / 65535.0, atol=1e-6)  # not clipped
+
+
+def test_images_nerfstudio_reads_are_copied_unchanged(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((12, 16), np.uint8)).save(path)
+    c2w, intrinsics = _cameras(1)
+    scene = load_scene(write_scene(tmp_path / "scene", [path], c2w, intrinsics))
+    assert scene.image_paths[0].read_bytes() == path.read_bytes()
