@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,7 @@ def _step(number: int, what: str) -> None:
 
 def _run(command: list[str], env: dict, name: str) -> None:
     """Run a step in the foreground (its own progress shows); a failure names the command to rerun."""
-    logger.info("$ %s", " ".join(command))
+    logger.info("$ %s", shlex.join(command))
     if subprocess.run(command, env=env).returncode != 0:
         raise InputError(f"{name} failed (its output is above); rerun it as shown after the $ to see why")
 
