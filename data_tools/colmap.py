@@ -103,7 +103,8 @@ def _list_images(images: Path) -> list[str]:
     if not images.is_dir():
         raise InputError(f"{images}: photo folder not found; pass a folder of jpg/png photos")
     suffixes = {s.lower() for s in IMAGE_SUFFIXES}
-    names = sorted(p.name for p in images.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    names = sorted(p.name for p in images.iterdir()  # hidden files: e.g. macOS's ._IMG_0001.JPG metadata
+                   if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
     if not names:
         raise InputError(f"{images}: no images (jpg/png) in this folder; put the photos directly in it")
     if len(names) < MIN_IMAGES:

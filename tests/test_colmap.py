@@ -57,6 +57,13 @@ def test_too_few_photos(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_hidden_files_are_not_photos(tmp_path):
+    photos = _photos(tmp_path / "photos", 2)
+    (photos / "._photo_02.png").write_bytes(b"macOS metadata, not an image")
+    with pytest.raises(InputError, match="2 photo\\(s\\) found"):
+        pose_images(photos, tmp_path / "out")
+
+
 def test_undecodable_image_is_named(tmp_path):
     photos = _photos(tmp_path / "photos", 3)
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
