@@ -31,13 +31,20 @@ def read_rgba(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: image file not found; check the path or the scene's transforms.json")
+    with opened_image(path) as img:
+        img.load()
+        if img.mode in SIXTEEN_BIT_GREY:  # convert("RGBA") would clip these to 0-255 of 65535
+            grey = np.asarray(img, dtype=np.float32) / 65535.0
+            return np.stack([grey, grey, grey, np.ones_like(grey)], axis=-1)
+        return np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+
+
+@contextlib.contextmanager
+def opened_image(path: Path) -> Iterator[Image.Image]:
+    """``Image.open``, with a file that does not decode (then or while read) reported as bad input naming it."""
     try:
         with Image.open(path) as img:
-            img.load()
-            if img.mode in SIXTEEN_BIT_GREY:  # convert("RGBA") would clip these to 0-255 of 65535
-                grey = np.asarray(img, dtype=np.float32) / 65535.0
-                return np.stack([grey, grey, grey, np.ones_like(grey)], axis=-1)
-            return np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+            yield img
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise InputError(f"{path}: image does not decode ({err}); replace or remove this file") from err
 
@@ -51,11 +58,8 @@ greyscale with alpha, CMYK, 16-bit) to 8-bit PNG."""
 
 def read_as_is(path: Path) -> bool:
     """Whether an image file is in one of the READ_AS_IS formats (and can be copied into a scene unchanged)."""
-    try:
-        with Image.open(path) as img:
-            return img.mode in READ_AS_IS
-    except (UnidentifiedImageError, OSError) as err:
-        raise InputError(f"{path}: image does not decode ({err}); replace or remove this file") from err
+    with opened_image(path) as img:
+        return img.mode in READ_AS_IS
 
 
 def composite(rgba: np.ndarray, background: tuple[float, float, float]) -> np.ndarray:
@@ -78,20 +82,14 @@ def read_image(path: Path, background: tuple[float, float, float] | None = None)
 
 def has_alpha(path: Path) -> bool:
     """Whether an image file carries transparency (an alpha channel or a transparent palette entry)."""
-    try:
-        with Image.open(path) as img:
-            return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    except (UnidentifiedImageError, OSError) as err:
-        raise InputError(f"{path}: image does not decode ({err}); replace or remove this file") from err
+    with opened_image(path) as img:
+        return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
 
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) of an image file without decoding its pixels."""
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError) as err:
-        raise InputError(f"{path}: image does not decode ({err}); replace or remove this file") from err
+    with opened_image(path) as img:
+        return img.size
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -185,10 +185,15 @@ def _intrinsics(frames: list[dict], meta: dict, paths: list[Path], source: Path)
     return intr, sizes, distortion
 
 
+def scene_root(path: Path) -> Path:
+    """The scene folder, given it or its transforms.json."""
+    path = Path(path)
+    return path.parent if path.name == TRANSFORMS else path
+
+
 def load_scene(path: Path, read_splits: bool = True) -> Scene:
     """Read and validate a scene folder (or its transforms.json); ``read_splits=False`` skips split files."""
-    path = Path(path)
-    root = path.parent if path.name == TRANSFORMS else path
+    root = scene_root(path)
     if not root.is_dir():
         raise InputError(f"{root}: scene folder not found; create it with `reconfusion data import` or `data colmap`")
     source = root / TRANSFORMS

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from reconfusion.files import InputError, read_json
+from reconfusion.scene import scene_root
 
 logger = logging.getLogger("reconfusion")
 
@@ -251,7 +252,7 @@ def plan_runs(
     if unknown:
         raise InputError(f"--methods {' '.join(unknown)}: unknown; choose from {', '.join(METHODS)}")
     unique = lambda values: list(dict.fromkeys(values))  # noqa: E731 - order-preserving dedupe
-    scenes = unique(Path(s).parent if Path(s).name == "transforms.json" else Path(s) for s in scenes)
+    scenes = unique(scene_root(s) for s in scenes)
     names = [s.name for s in scenes]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
