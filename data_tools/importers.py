@@ -99,10 +99,12 @@ def _llff_image_dir(src: Path, downscale: int) -> Path:
     for folder in candidates:
         if folder.is_dir():
             return folder
-    have = sorted(p.name for p in src.glob("images*") if p.is_dir()) or "none"
+    flags = {"images": 1} | {p.name: int(p.name[7:]) for p in src.glob("images_*") if p.name[7:].isdigit()}
+    have = [f"{name}/ (--downscale {flag})" for name, flag in sorted(flags.items()) if (src / name).is_dir()]
     raise InputError(
-        f"{candidates[0]}: image folder not found (image folders present: {have}); "
-        "pass the matching --downscale or downsample the images into that folder"
+        f"{candidates[0]}: image folder not found; "
+        + (f"folders present: {', '.join(have)}: pass the matching --downscale" if have else
+           "add LLFF's images/ or images_N/ folder beside poses_bounds.npy")
     )
 
 
