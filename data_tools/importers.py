@@ -272,6 +272,9 @@ def _rewrite(src: Path, out: Path, format: str, overwrite: bool) -> Scene:
     scene = load_source(src)
     meta = read_json(src / TRANSFORMS)
     _check_pinhole(meta, src / TRANSFORMS)
+    if any(isinstance(f, dict) and "mask_path" in f for f in meta.get("frames", [])):
+        logger.warning("%s: mask_path dropped (scenes keep no per-pixel loss masks; every pixel is fitted and scored)",
+                       src / TRANSFORMS)
     decoded_sizes(scene.image_paths)
     extra = source_info(format, src)
     if scene.has_alpha or scene.background is not None:

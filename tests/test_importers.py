@@ -1,6 +1,7 @@
 """Benchmark importers: llff, blender, nerfstudio / instant-ngp, released reconfusion splits, dtu."""
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -328,6 +329,17 @@ def test_nerfstudio_instant_ngp_fixture(tmp_path):
     assert (out / "images" / "frame_00003.jpg").read_bytes() == (src / "images" / "0003.jpg").read_bytes()
     meta = json.loads((out / "transforms.json").read_text())
     assert meta[SUBSETS_KEY] == ["train", "train", "test", "train"]  # no train_filenames: the rest train
+
+
+def test_nerfstudio_mask_paths_are_dropped_with_a_warning(tmp_path, caplog):
+    src, _ = _ngp_src(tmp_path)
+    meta = json.loads((src / "transforms.json").read_text())
+    meta["frames"][0]["mask_path"] = "masks/0002.png"
+    (src / "transforms.json").write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING, logger="reconfusion"):
+        out = import_scene("nerfstudio", src, tmp_path / "out")
+    assert "transforms.json: mask_path dropped" in caplog.text
+    assert all("mask_path" not in f for f in json.loads((out / "transforms.json").read_text())["frames"])
 
 
 def test_nerfstudio_bad_inputs(tmp_path):
