@@ -45,6 +45,8 @@ def opened_image(path: Path) -> Iterator[Image.Image]:
     try:
         with Image.open(path) as img:
             yield img
+    except Image.DecompressionBombError as err:
+        raise InputError(f"{path}: too large to read safely ({err}); downscale it, e.g. to 4000 px across") from err
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise InputError(f"{path}: image does not decode ({err}); replace or remove this file") from err
 

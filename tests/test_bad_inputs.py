@@ -6,12 +6,13 @@ import tempfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from data_tools.colmap import pose_images
 from data_tools.importers import import_scene
 from data_tools.splits import write_splits
 from reconfusion.cli import main
-from reconfusion.files import InputError, atomic_directory, read_json, write_image, write_json
+from reconfusion.files import InputError, atomic_directory, read_json, read_rgba, write_image, write_json
 from reconfusion.scene import load_scene, write_scene
 
 
@@ -187,3 +188,11 @@ def test_plugin_errors_are_one_line_under_ns_commands(tmp_path):
     other = subprocess.run([sys.executable, "-c", "from nerfstudio_plugin import errors; errors.install(); 1 / 0"],
                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert other.returncode == 1 and "Traceback" in other.stderr  # other errors keep their traceback
+
+
+def test_an_image_over_pillows_pixel_limit_is_named_with_the_fix(tmp_path, monkeypatch):
+    path = tmp_path / "huge.png"
+    write_image(path, np.zeros((40, 40, 3), np.float32))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 40 x 40 is then over twice the limit, as 200 MP is
+    with pytest.raises(InputError, match=r"huge.png: too large to read safely .*downscale it"):
+        read_rgba(path)
