@@ -245,7 +245,8 @@ class Fit:
     views: int = 3
     """Training views (the rest of every 8th image is held out for scoring)."""
     out: Path = Path("outputs/fit")
-    """Output folder: scene/ (posed photos), runs/ (nerfstudio), eval.json, test_renders/, orbit.mp4."""
+    """Output folder: scene/ (posed photos), scenes/ (a downscaled copy), runs/ (nerfstudio), eval.json,
+    test_renders/, orbit.mp4."""
     preset: Literal["auto", "cpu", "gpu"] = "auto"
     """nerfstudio method size; auto: gpu where CUDA is available."""
     iterations: Optional[int] = None
@@ -254,11 +255,15 @@ class Fit:
     """The diffusion prior: "bundled", a folder written by train_prior, or a hub id."""
     video_frames: int = 60
     """Frames of the orbit video (15 per second; on the CPU preset rendered at most 128 pixels wide)."""
+    max_side: Optional[int] = None
+    """Fit a copy of the images downscaled to this longest side (in OUT/scenes/) when they are larger;
+    default 1600 on the GPU preset (as nerfstudio downscales), 256 on the CPU one; 0 keeps full size."""
 
     def run(self) -> None:
         from reconfusion_benchmark.fit import fit_photos
 
-        fit_photos(self.source, self.out, self.views, self.preset, self.iterations, self.prior, self.video_frames)
+        fit_photos(self.source, self.out, self.views, self.preset, self.iterations, self.prior, self.video_frames,
+                   self.max_side)
 
 
 Command = Union[

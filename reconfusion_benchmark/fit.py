@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from reconfusion.files import InputError, read_json, write_json
-from reconfusion_benchmark.runner import resolve_preset, script
+from reconfusion_benchmark.runner import resolve_preset, scene_copy, script
 from reconfusion_benchmark.runs import PRIOR_FLAG
 
 logger = logging.getLogger("reconfusion")
@@ -38,16 +38,27 @@ class FitOutputs:
     video: Path
 
 
+MAX_SIDE = {"gpu": 1600, "cpu": 256}
+"""Default longest image side fitted per preset (1600: nerfstudio's automatic downscale; 256 keeps CPU
+evaluation of full test views to seconds)."""
+
+
 def fit_photos(source: Path, out: Path, views: int, preset: str = "auto", iterations: int | None = None,
-               prior: str = "bundled", video_frames: int = 60) -> FitOutputs:
-    """Run the five steps; raises InputError (one line, with the fix) on bad input."""
+               prior: str = "bundled", video_frames: int = 60, max_side: int | None = None) -> FitOutputs:
+    """Run the five steps; raises InputError (one line, with the fix) on bad input.
+
+    Scenes with images larger than ``max_side`` (default :data:`MAX_SIDE` of the preset; 0 keeps full
+    size) are fitted from a downscaled copy in OUT/scenes."""
     source, out = Path(source), Path(out)
     if not source.is_dir():
         raise InputError(f"{source}: no such folder; give a folder of photos or a scene folder (transforms.json)")
+    if max_side is not None and max_side < 0:
+        raise InputError(f"--max-side {max_side}: must be positive (0 fits the images at full size)")
     chosen = resolve_preset(preset)  # type: ignore[arg-type]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     scene = _posed_scene(source, out)
     _ensure_split(scene, views)
+    scene = scene_copy(scene, out / "scenes", MAX_SIDE[chosen] if max_side is None else max_side)
     method = "reconfusion" if chosen == "gpu" else "reconfusion-cpu"
     _step(3, f"fitting with ns-train {method} on {views} views")
     command = [script("ns-train"), method, "--data", str(scene), "--output-dir", str(out / "runs"),

@@ -307,20 +307,24 @@ def fewer_test_views(test_ids: tuple[int, ...], limit: Optional[int]) -> tuple[i
 
 
 def prepare_scene(scene: Path, config: BenchmarkConfig) -> Path:
-    """The scene to fit: the folder itself, or a copy in OUT/scenes downscaled to ``max_side`` and/or
-    with at most ``max_test_views`` test views per split (made once, reused while its recipe matches)."""
+    """The scene to fit: the folder itself, or its copy in OUT/scenes (see :func:`scene_copy`)."""
+    return scene_copy(scene, Path(config.out) / "scenes", config.max_side, config.max_test_views)
+
+
+def scene_copy(scene: Path, folder: Path, max_side: Optional[int], max_test_views: Optional[int] = None) -> Path:
+    """The scene folder itself, or a copy in ``folder`` downscaled to ``max_side`` and/or with at most
+    ``max_test_views`` test views per split (made once, reused while its recipe matches)."""
     from reconfusion.scene import BACKGROUND_KEY, BOUNDS_KEY, Split, load_scene, write_scene
 
     loaded = load_scene(scene)
     longest = int(loaded.sizes.max())
-    scale = config.max_side / longest if config.max_side and longest > config.max_side else 1.0
-    limit = config.max_test_views
-    splits = {n: Split(s.train_ids, fewer_test_views(s.test_ids, limit)) for n, s in loaded.splits.items()}
+    scale = max_side / longest if max_side and longest > max_side else 1.0
+    splits = {n: Split(s.train_ids, fewer_test_views(s.test_ids, max_test_views)) for n, s in loaded.splits.items()}
     if scale == 1.0 and splits == loaded.splits:
         return Path(scene)
-    recipe = {"from": str(loaded.root), "max_side": config.max_side, "max_test_views": config.max_test_views,
+    recipe = {"from": str(loaded.root), "max_side": max_side, "max_test_views": max_test_views,
               "splits": {str(n): [list(s.train_ids), list(s.test_ids)] for n, s in sorted(splits.items())}}  # fmt: skip
-    target = Path(config.out) / "scenes" / loaded.root.name
+    target = Path(folder) / loaded.root.name
     if (target / "transforms.json").is_file() and read_json(target / "transforms.json").get(PREPARED_KEY) == recipe:
         return target
     sizes = np.maximum(np.round(loaded.sizes * scale), 1).astype(np.int64)
@@ -331,7 +335,7 @@ def prepare_scene(scene: Path, config: BenchmarkConfig) -> Path:
     extra = {k: meta[k] for k in (IMPORT_KEY, SYNTHETIC_KEY, BACKGROUND_KEY) if k in meta}
     if loaded.bounds is not None:
         extra[BOUNDS_KEY] = loaded.bounds.tolist()
-    logger.info("%s: writing a copy at %s for the benchmark (%s)", scene, "x".join(map(str, sizes[0])), target)
+    logger.info("%s: writing a copy at %s to fit (%s)", scene, "x".join(map(str, sizes[0])), target)
     write_scene(target, images, loaded.c2w, loaded.intrinsics * factors, sizes=sizes, distortion=loaded.distortion,
                 splits=splits, extra={**extra, PREPARED_KEY: recipe}, overwrite=True)  # fmt: skip
     return target

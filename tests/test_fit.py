@@ -5,10 +5,12 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from data_tools.synthetic import generate_scenes
 from reconfusion.cli import main
 from reconfusion.files import write_json
+from reconfusion.scene import load_scene
 from reconfusion_benchmark.fit import write_orbit_path
 
 
@@ -55,12 +57,14 @@ def test_fit_a_scene_folder_end_to_end(tmp_path):
     scene = generate_scenes(tmp_path / "data", num_scenes=1, num_views=12, resolution=32, layout="object-360", seed=6)[0]
     out = tmp_path / "fit"
     main(["fit", str(scene), "--views", "3", "--out", str(out), "--preset", "cpu", "--iterations", "20",
-          "--video-frames", "6"])  # fmt: skip
+          "--video-frames", "6", "--max-side", "24"])  # fmt: skip
     metrics = json.loads((out / "eval.json").read_text())["results"]
     assert 0 < metrics["psnr"] < 60
     import av
 
     with av.open(str(out / "orbit.mp4")) as container:
         frames = [frame for frame in container.decode(video=0)]
-    assert len(frames) == 6 and (frames[0].width, frames[0].height) == (32, 32)
-    assert list((out / "test_renders").glob("*.png"))
+    assert len(frames) == 6 and (frames[0].width, frames[0].height) == (24, 24)  # fitted on the 24 px copy
+    assert load_scene(out / "scenes" / scene.name).sizes.tolist() == [[24, 24]] * 12
+    renders = list((out / "test_renders").glob("*.png"))
+    assert renders and all(Image.open(p).height == 24 for p in renders)
