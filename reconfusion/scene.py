@@ -198,7 +198,8 @@ def load_scene(path: Path, read_splits: bool = True) -> Scene:
         raise InputError(f"{root}: scene folder not found; create it with `reconfusion data import` or `data colmap`")
     source = root / TRANSFORMS
     if not source.is_file():
-        raise InputError(f"{source}: missing; a scene folder needs a nerfstudio transforms.json")
+        raise InputError(f"{source}: missing; a scene folder needs a nerfstudio transforms.json "
+                         f"(pose a folder of photos with `reconfusion data colmap {root} SCENE`)")
     meta = read_json(source)
     frames = meta.get("frames") if isinstance(meta, dict) else None
     if not frames:
