@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from reconfusion.files import InputError
-from reconfusion_benchmark.report import difference_cell, paired_means
+from reconfusion_benchmark.paired import difference_cell, paired_means
 from reconfusion_benchmark.runs import RunResult
 
 START = "<!-- benchmark-headline:start -->"

@@ -4,7 +4,7 @@
   the method order of :data:`reconfusion_benchmark.runs.METHODS`;
 - the Markdown report: how it was made (the data and benchmark commands, machine, date, LPIPS backend,
   resolution), means per view count for each group of scenes with the difference to the baseline,
-  and every scene's numbers;
+  which of the project's targets are met (:mod:`reconfusion_benchmark.targets`), and every scene's numbers;
 - ``psnr_vs_views.png`` / ``lpips_vs_views.png`` (matplotlib, Agg): means over a group's scenes per
   view count, one panel per group; ``grids/SCENE_N-views.png``: test views, ground truth | methods;
   ``comparison.png``: one test view of one scene rendered by every method, side by side.
@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from reconfusion_benchmark.paired import difference_cell, paired_differences, paired_means
 from reconfusion_benchmark.runs import METHODS, BenchmarkConfig, RunResult, command_line, group_key, runs_by_scene
 from reconfusion_benchmark.figures import renders_by_run, write_comparison, write_grids, write_plots
+from reconfusion_benchmark.targets import target_lines
 from reconfusion.files import read_json, write_json
 
 logger = logging.getLogger("reconfusion")
@@ -213,57 +215,6 @@ def _method_order(results: list[RunResult]) -> list[str]:
     return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
 
 
-def paired_means(
-    rows: list[RunResult], views: int, method: str, key: str, seed: int | None = None
-) -> dict[str, tuple[float, float]]:
-    """scene -> (method's, baseline's) mean of ``key``, in scene order, over the seeds where both finished
-    (only ``seed`` when given): each run is paired with the baseline fitted with the same seed."""
-    ours, base = (
-        {(r.scene, r.seed): getattr(r, key) for r in rows if (r.views, r.method) == (views, m)} for m in (method, "baseline")
-    )  # fmt: skip
-    pairs: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for scene, run_seed in sorted(ours.keys() & base.keys()):
-        if seed is None or run_seed == seed:
-            pairs[scene].append((ours[(scene, run_seed)], base[(scene, run_seed)]))
-    return {scene: tuple(np.mean(values, axis=0).tolist()) for scene, values in pairs.items()}
-
-
-def paired_differences(
-    rows: list[RunResult], views: int, method: str, key: str, seed: int | None = None
-) -> list[float]:
-    """(method - baseline) per scene, in scene order, from :func:`paired_means`."""
-    return [a - b for a, b in paired_means(rows, views, method, key, seed).values()]
-
-
-def paired_difference(rows: list[RunResult], views: int, method: str, key: str) -> float | None:
-    """Mean over the scenes where both ``method`` and the baseline finished of (method - baseline)."""
-    differences = paired_differences(rows, views, method, key)
-    return float(np.mean(differences)) if differences else None
-
-
-def bootstrap_interval(values: list[float], level: float = 0.95, draws: int = 2000) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of the mean (seeded, so reports are reproducible); None below 2 values."""
-    if len(values) < 2:
-        return None
-    rng = np.random.default_rng(0)
-    means = np.asarray(values)[rng.integers(0, len(values), size=(draws, len(values)))].mean(axis=1)
-    tail = (1.0 - level) / 2.0 * 100.0
-    return float(np.percentile(means, tail)), float(np.percentile(means, 100.0 - tail))
-
-
-def _signed(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:+.{digits}f}"
-
-
-def difference_cell(differences: list[float], digits: int) -> str:
-    """Mean paired difference, with its 95% bootstrap interval over scenes where there are several."""
-    if not differences:
-        return "-"
-    interval = bootstrap_interval(differences)
-    mean = _signed(float(np.mean(differences)), digits)
-    return mean if interval is None else f"{mean} [{interval[0]:+.{digits}f}, {interval[1]:+.{digits}f}]"
-
-
 def _group_table(group: str, results: list[RunResult], means: dict) -> list[str]:
     """Means per (views, method) of one group, with the differences to the baseline's means."""
     rows = [r for r in results if r.group == group]
@@ -421,6 +372,7 @@ def markdown_report(
     for group in sorted({r.group for r in main}, key=group_key):
         lines += _group_table(group, main, means)
     lines += [f"![{p.stem}]({_link(p, base)})" for p in plots] + [""]
+    lines += target_lines(main)
     lines += _seed_lines(main)
     lines += _ablation_lines(ablation)
     lines += _figure_lines(results, base, grids, comparison)

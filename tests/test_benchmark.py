@@ -220,7 +220,7 @@ def test_a_merge_without_renders_keeps_the_figures_it_cannot_redraw(tmp_path):
 
 
 def test_differences_to_the_baseline_are_paired_by_scene(tmp_path):
-    from reconfusion_benchmark.report import paired_difference
+    from reconfusion_benchmark.paired import paired_difference
 
     fit, cfg = fake_fit(), config(tmp_path)
     rows = [fit(Run(scene, 3, method), cfg, {}) for scene in SCENES[:2] for method in ("baseline", "reconfusion")]
@@ -231,7 +231,7 @@ def test_differences_to_the_baseline_are_paired_by_scene(tmp_path):
 
 
 def test_seeds_are_paired_with_the_baseline_of_the_same_seed():
-    from reconfusion_benchmark.report import paired_differences
+    from reconfusion_benchmark.paired import paired_differences
 
     def row(method: str, seed: int, psnr: float) -> RunResult:
         return RunResult("scene_a", "llff", 3, method, psnr, 0.5, 0.2, "alex", 1.0, 1.0, 1.0, None, "8x8", 2, 5, seed=seed)
@@ -246,6 +246,26 @@ def test_seeds_are_paired_with_the_baseline_of_the_same_seed():
     other = [replace(r, scene="scene_b") for r in (row("baseline", 42, 20.0), row("reconfusion", 43, 40.0))]
     table = "\n".join(headline_lines(rows + other, Path("BENCHMARKS.md"), Path(".")))  # scene_b has no pair
     assert "| 3 | 1 (scene_a) | 10.50 | 11.50 | +1.00 |" in table
+
+
+def test_targets_section_says_which_targets_are_met_and_which_missed():
+    from reconfusion_benchmark.targets import target_lines
+
+    def row(scene: str, group: str, method: str, psnr: float, lpips: float = 0.2) -> RunResult:
+        return RunResult(scene, group, 3, method, psnr, 0.5, lpips, "alex", 1.0, 1.0, 1.0, None, "8x8", 2, 5)
+
+    rows = [row("fern", "llff", "baseline", 20.0), row("fern", "llff", "reconfusion", 20.5, 0.19),
+            row("scan24", "dtu", "baseline", 15.0), row("scan24", "dtu", "reconfusion", 15.7, 0.19),
+            row("lego", "blender", "baseline", 10.0), row("lego", "blender", "reconfusion", 20.0),  # rendered: not counted
+            row("scene_1", "procedural object-360", "baseline", 20.0),
+            row("scene_1", "procedural object-360", "reconfusion", 23.5)]  # fmt: skip
+    text = "\n".join(target_lines(rows))
+    assert "| photographed scenes (LLFF, DTU, captures), 3 views: PSNR - baseline >= +1 dB | fern, scan24 | +0.60 " in text
+    assert text.count("**missed**") == 1  # +0.6 dB < +1 dB; LPIPS -0.01 and object-360 +3.5 dB are met
+    assert "LPIPS - baseline <= 0 | fern, scan24 | -0.010 [-0.010, -0.010] | met |" in text
+    assert "procedural object-360 scenes, 3 views: PSNR - baseline >= +3 dB | scene_1 | +3.50 | met |" in text
+    assert "6 views" not in text  # no paired runs there: no row
+    assert target_lines([r for r in rows if r.method == "baseline"]) == []
 
 
 def test_second_seed_runs_in_its_own_folder_and_gets_a_report_section(tmp_path):
@@ -277,7 +297,7 @@ def test_second_seed_runs_in_its_own_folder_and_gets_a_report_section(tmp_path):
 
 
 def test_bootstrap_interval_brackets_the_mean():
-    from reconfusion_benchmark.report import bootstrap_interval
+    from reconfusion_benchmark.paired import bootstrap_interval
 
     values = [1.0, 2.0, 3.0, 4.0, 10.0]
     low, high = bootstrap_interval(values)
