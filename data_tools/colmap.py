@@ -31,7 +31,7 @@ from typing import Literal, TextIO
 import numpy as np
 from tqdm.auto import tqdm
 
-from data_tools.import_common import check_out
+from data_tools.import_common import check_out, source_info
 from reconfusion.cameras import colmap_to_opengl
 from reconfusion.files import IMAGE_SUFFIXES, InputError, read_image, read_json, write_json
 from reconfusion.scene import BOUNDS_KEY, TRANSFORMS, write_scene
@@ -91,7 +91,8 @@ def pose_images(
             kept = _keep_log(log_path, out.parent / f"{out.name}.colmap.log")
             logger.error("COLMAP failed; its log is in %s", kept)
             raise
-        result = _write(recon, images, names, out, overwrite, log_path)
+        made_by = source_info("colmap", images, matcher=matcher, camera_model=camera_model)
+        result = _write(recon, images, names, out, overwrite, log_path, made_by)
     logger.info(
         "COLMAP: registered %d/%d photos, mean reprojection error %.3f px; scene written to %s (log: %s)",
         result.registered, result.total, result.mean_reprojection_error, out, result.log_path,
@@ -225,7 +226,8 @@ def _camera_arrays(camera) -> tuple[list[float], list[float]]:
     raise InputError(f"COLMAP camera model {model} cannot be stored; use one of {', '.join(SUPPORTED_CAMERA_MODELS)}")
 
 
-def _write(recon, images: Path, names: list[str], out: Path, overwrite: bool, log_path: Path) -> ColmapResult:
+def _write(recon, images: Path, names: list[str], out: Path, overwrite: bool, log_path: Path,
+           made_by: dict) -> ColmapResult:
     by_name = {recon.images[i].name: recon.images[i] for i in recon.reg_image_ids()}
     posed = [name for name in names if name in by_name]  # sorted like the input, so frame i <-> posed[i]
     missing = [name for name in names if name not in by_name]
@@ -242,7 +244,7 @@ def _write(recon, images: Path, names: list[str], out: Path, overwrite: bool, lo
         sizes.append([recon.cameras[image.camera_id].width, recon.cameras[image.camera_id].height])
         bounds.append(_depth_bounds(recon, image))
     error = float(recon.compute_mean_reprojection_error())
-    extra = {BOUNDS_KEY: bounds} if all(b is not None for b in bounds) else None
+    extra = {**made_by, **({BOUNDS_KEY: bounds} if all(b is not None for b in bounds) else {})}
     scene_dir = write_scene(
         out, [images / name for name in posed], np.array(c2w), np.array(intrinsics),
         sizes=np.array(sizes), distortion=np.array(distortion), extra=extra, overwrite=overwrite,

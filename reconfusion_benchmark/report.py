@@ -167,6 +167,17 @@ def _relative(path: str) -> str:
     return os.path.relpath(path) if os.path.isabs(path) else path
 
 
+def _import_command(fmt: str, src: str, scene: str, source: dict) -> str:
+    """The `reconfusion data` command that made an imported (or COLMAP-posed) scene."""
+    if fmt == "colmap":
+        extra = f" --matcher {source['matcher']}" if source.get("matcher", "exhaustive") != "exhaustive" else ""
+        extra += f" --camera-model {source['camera_model']}" if source.get("camera_model", "OPENCV") != "OPENCV" else ""
+        return f"reconfusion data colmap {src} {scene}{extra}"
+    extra = f" --downscale {source['downscale']}" if source.get("downscale", 8) != 8 else ""
+    extra += " --background black" if source.get("background") == [0.0, 0.0, 0.0] else ""
+    return f"reconfusion data import {fmt} {src} {scene}{extra}"
+
+
 def data_commands(results: list[RunResult]) -> list[str]:
     """The `reconfusion data` commands that made the scenes (from each result's recorded source)."""
     synthetic: dict[tuple, list[int]] = defaultdict(list)
@@ -177,9 +188,7 @@ def data_commands(results: list[RunResult]) -> list[str]:
             synthetic[key].append(int(source["seed"]))
         elif source.get("kind") == "import":
             fmt, scene = source.get("format"), source.get("scene")
-            extra = f" --downscale {source['downscale']}" if source.get("downscale", 8) != 8 else ""
-            extra += " --background black" if source.get("background") == [0.0, 0.0, 0.0] else ""
-            lines.append(f"reconfusion data import {fmt} {_relative(source.get('source', '?'))} {scene}{extra}")
+            lines.append(_import_command(fmt, _relative(source.get("source", "?")), scene, source))
             if fmt in KEEPS_SPLITS:
                 continue
             views = " ".join(str(v) for v in source.get("split_views", []))

@@ -248,6 +248,24 @@ def test_seeds_are_paired_with_the_baseline_of_the_same_seed():
     assert "| 3 | 1 (scene_a) | 10.50 | 11.50 | +1.00 |" in table
 
 
+def test_data_commands_name_how_each_scene_was_made():
+    from reconfusion_benchmark.report import data_commands
+
+    def made(scene: str, **source) -> RunResult:
+        return RunResult(scene, "g", 3, "baseline", 20.0, 0.5, 0.2, "alex", 1.0, 1.0, 1.0, None, "8x8", 2, 5,
+                         source={"kind": "import", "scene": f"data/{scene}", "split_views": [3, 6], **source})  # fmt: skip
+
+    rows = [made("photos", format="colmap", source="caps/photos", matcher="sequential", camera_model="OPENCV",
+                 split_protocol="auto"),
+            made("juicebox", format="llff", source="caps/juicebox", downscale=4, split_protocol="auto")]  # fmt: skip
+    assert data_commands(rows) == [
+        "reconfusion data colmap caps/photos data/photos --matcher sequential",
+        "reconfusion data splits data/photos --protocol auto --views 3 6",
+        "reconfusion data import llff caps/juicebox data/juicebox --downscale 4",
+        "reconfusion data splits data/juicebox --protocol auto --views 3 6",
+    ]
+
+
 def test_targets_section_says_which_targets_are_met_and_which_missed():
     from reconfusion_benchmark.targets import target_lines
 

@@ -13,7 +13,7 @@ pycolmap = pytest.importorskip("pycolmap")
 
 from data_tools.colmap import _camera_arrays, _depth_bounds, original_names, pose_images  # noqa: E402
 from reconfusion.cameras import llff_to_opengl, similarity_alignment  # noqa: E402
-from reconfusion.files import InputError, write_image  # noqa: E402
+from reconfusion.files import InputError, read_json, write_image  # noqa: E402
 from reconfusion.scene import load_scene  # noqa: E402
 
 FERN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nerf_llff_data" / "fern"
@@ -172,6 +172,9 @@ def test_fern_poses_match_llff(tmp_path, capfd, caplog):
 
     scene = load_scene(result.scene_dir)
     assert len(scene) == result.registered
+    made_by = read_json(result.scene_dir / "transforms.json")["reconfusion_import"]  # the benchmark's data command
+    assert made_by == {"format": "colmap", "source": str((FERN / "images_8").resolve()), "matcher": "exhaustive",
+                       "camera_model": "OPENCV"}  # fmt: skip
     names = original_names(result.scene_dir)
     llff_index = [photos.index(names[p.relative_to(scene.root).as_posix()]) for p in scene.image_paths]
     assert llff_index == sorted(llff_index)  # frames keep the photos' order, so split ids stay meaningful
