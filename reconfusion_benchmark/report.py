@@ -49,7 +49,7 @@ NOTES = {
     "it corrects (sample_psnr of \"compare\" in docs/small_prior/evaluation.json, and "
     "docs/small_prior/README.md), which caps what its sample loss can add. The paper's prior is trained on "
     "real multiview data (train_prior reads CO3D, RealEstate10K and MVImgNet)."
-    for group in ("llff", "blender", "dtu", "nerfstudio", "reconfusion", "scenes")
+    for group in ("llff", "blender", "dtu", "nerfstudio", "reconfusion", "colmap", "scenes")
 } | {
     f"procedural {layout}": "What the bundled prior can teach here at most: given 3 views of a held-out scene "
     f"of this kind, its samples score sample_psnr in benchmarks/results/prior_heldout/{layout}.json against the "
