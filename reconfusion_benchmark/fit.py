@@ -52,8 +52,6 @@ def fit_photos(source: Path, out: Path, views: int, preset: str = "auto", iterat
     source, out = Path(source), Path(out)
     if not source.is_dir():
         raise InputError(f"{source}: no such folder; give a folder of photos or a scene folder (transforms.json)")
-    if max_side is not None and max_side < 0:
-        raise InputError(f"--max-side {max_side}: must be positive (0 fits the images at full size)")
     chosen = resolve_preset(preset)  # type: ignore[arg-type]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     scene = _posed_scene(source, out)

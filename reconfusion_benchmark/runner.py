@@ -316,6 +316,8 @@ def scene_copy(scene: Path, folder: Path, max_side: Optional[int], max_test_view
     ``max_test_views`` test views per split (made once, reused while its recipe matches)."""
     from reconfusion.scene import BACKGROUND_KEY, BOUNDS_KEY, Split, load_scene, write_scene
 
+    if max_side is not None and max_side < 0:
+        raise InputError(f"--max-side {max_side}: must be 0 (full size) or more")
     loaded = load_scene(scene)
     longest = int(loaded.sizes.max())
     scale = max_side / longest if max_side and longest > max_side else 1.0

@@ -384,6 +384,8 @@ def test_scene_copy_is_downscaled_with_fewer_test_views(tiny_scene, tmp_path):
     assert loaded.splits[3].train_ids == original.splits[3].train_ids
     assert loaded.splits[3].test_ids == original.splits[3].test_ids[::2][:2]
     assert benchmark_runner.prepare_scene(tiny_scene, config(tmp_path)) == tiny_scene  # nothing to change
+    with pytest.raises(InputError, match=r"--max-side -5: must be 0 \(full size\) or more"):
+        benchmark_runner.scene_copy(tiny_scene, tmp_path / "other", -5)
     info = benchmark_runner.describe_scene(tiny_scene, copy, 3)
     assert (info.group, info.resolution, info.test_views) == ("procedural object-360", "32x32", 2)
     assert info.source["seed"] == 900000 and info.source["resolution"] == 64
