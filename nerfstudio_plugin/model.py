@@ -13,6 +13,8 @@
   when a prior is set up (:meth:`ReconFusionModel.setup_prior`; the pipeline does it for training).
   With ``prior=None`` the model is the baseline: the same nerfacto, data, split and schedule;
 - the paper's Charbonnier reconstruction loss by default (nerfacto's MSE as an option);
+- the sparse-view regularisers of :mod:`reconfusion.regularisers` (coarse-to-fine hash levels, occlusion,
+  depth smoothness on unobserved patches, near/far annealing), each a switch of ``regularisers``;
 - metrics from :mod:`reconfusion.metrics`, with an LPIPS built lazily on first use (offline it falls
   back to shift-tolerant LPIPS, and a failure is logged, never fatal). Neither the LPIPS network nor the
   prior is a registered submodule, so neither is ever written into a nerfstudio checkpoint.
@@ -29,16 +31,20 @@ from typing import Dict, List, Literal, Optional, Tuple, Type
 import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.field_components.encodings import HashEncoding
+from nerfstudio.field_components.mlp import MLP
 from nerfstudio.model_components.renderers import background_color_override_context
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
 from nerfstudio_plugin.compat import without_stock_lpips
+from nerfstudio_plugin.hash_encoding import use_fast_hash_encoding
 from reconfusion import metrics
 from reconfusion.files import InputError
 from reconfusion.guidance import SampleGuidance, SampleLossConfig
 from reconfusion.observations import square_views
+from reconfusion import regularisers as reg
 from nerfstudio_plugin.dataparser import FIT_METADATA
 from reconfusion.scene_fit import SceneFit, SceneKind
 
@@ -59,6 +65,9 @@ class ReconFusionModelConfig(NerfactoModelConfig):
     """Run the prior in float16 on CUDA devices (always float32 on CPU)."""
     sample_loss: SampleLossConfig = field(default_factory=SampleLossConfig)
     """The sample loss (mode, weight, noise schedule, refresh of the targets, novel cameras)."""
+    regularisers: reg.RegularisersConfig = field(default_factory=reg.RegularisersConfig)
+    """Sparse-view regularisers shared by the baseline and reconfusion (coarse-to-fine, occlusion, depth
+    smoothness, near/far annealing)."""
     reconstruction_loss: Literal["mse", "charbonnier"] = "charbonnier"
     """Photometric loss on the observed rays: the paper's Charbonnier or nerfacto's MSE."""
     charbonnier_epsilon: float = 1e-3
@@ -113,7 +122,8 @@ def describe_settings(config: ReconFusionModelConfig, reason: str = "") -> str:
         f"scene contraction {'off' if config.disable_scene_contraction else 'on'}, "
         f"{config.proposal_initial_sampler} initial sampler, background {config.background_color} "
         f"(shown on {list(config.display_background or ())}), appearance embedding "
-        f"{'on' if config.use_appearance_embedding else 'off'}, {config.reconstruction_loss} reconstruction loss"
+        f"{'on' if config.use_appearance_embedding else 'off'}, {config.reconstruction_loss} reconstruction loss, "
+        f"regularisers: {config.regularisers.describe()}"
     )
 
 
@@ -191,10 +201,87 @@ class ReconFusionModel(NerfactoModel):
         self.scene_reason = fit.reason if fit is not None else "no scene information from the dataparser"
         with without_stock_lpips():
             super().populate_modules()
+        use_fast_hash_encoding(self)
         self.lpips = PerceptualMetric(self.config.lpips_backend)
         self.ssim = lambda a, b: metrics.ssim(a, b).mean()
         self.guidance: Optional[SampleGuidance] = None
         self.train_step = 0
+        self.total_steps = 1
+        self.patches: Optional[reg.UnobservedPatches] = None
+        self.hash_levels = self._coarse_to_fine_encoding() if self.config.regularisers.coarse_to_fine else None
+
+    # ------------------------------------------------------------------ sparse-view regularisers
+
+    def _coarse_to_fine_encoding(self) -> HashEncoding:
+        """The field's hash encoding, its output multiplied by per-level weights (all 1 until training sets them;
+        a fused tcnn network is rebuilt as encoding + MLP so that the encoding's output can be reached)."""
+        fraction = self.config.regularisers.coarse_to_fine
+        if not 0.0 < fraction <= 1.0:
+            raise InputError(f"--pipeline.model.regularisers.coarse-to-fine {fraction}: must be in (0, 1] (a fraction of training)")
+        base = self.field.mlp_base
+        if not (isinstance(base.model, torch.nn.Sequential) and isinstance(base.model[0], HashEncoding)):
+            encoding = HashEncoding(
+                num_levels=base.num_levels, min_res=base.min_res, max_res=base.max_res,
+                log2_hashmap_size=base.log2_hashmap_size, features_per_level=base.features_per_level,
+                hash_init_scale=base.hash_init_scale, implementation="tcnn",
+            )  # fmt: skip
+            mlp = MLP(
+                in_dim=encoding.get_out_dim(), num_layers=base.num_layers, layer_width=base.layer_width,
+                out_dim=base.out_dim, skip_connections=base.skip_connections, activation=base.activation,
+                out_activation=base.out_activation, implementation="tcnn",
+            )  # fmt: skip
+            base.model = torch.nn.Sequential(encoding, mlp)
+        encoding = base.model[0]
+        encoding.register_buffer("level_weights", torch.ones(encoding.num_levels), persistent=False)
+        features = encoding.features_per_level
+
+        def masked(module, inputs, output):
+            return output * module.level_weights.to(output).repeat_interleave(features)
+
+        encoding.register_forward_hook(masked)
+        return encoding
+
+    def setup_regularisers(self, c2w: Tensor, intrinsics: Tensor, sizes: Tensor) -> None:
+        """The observed cameras (OpenGL c2w (N, 4, 4), intrinsics (N, 4), (height, width) (N, 2)), where the
+        unobserved patches and the middle of the scene come from."""
+        self.patches = reg.UnobservedPatches(c2w, intrinsics, sizes)
+
+    def _linear_range(self) -> bool:
+        """Bounded scenes are sampled uniformly in depth, contracted ones in disparity."""
+        return bool(self.config.disable_scene_contraction)
+
+    def _scheduled_regularisers(self, step: int) -> None:
+        """Hash levels released and the near/far range at ``step`` of training."""
+        config = self.config.regularisers
+        if self.hash_levels is not None:
+            released = reg.progress(step, self.total_steps, config.coarse_to_fine)
+            weights = reg.level_mask(self.hash_levels.num_levels, config.coarse_to_fine_start_levels, released)
+            self.hash_levels.level_weights.copy_(weights)
+        if config.anneal_near_far and self.patches is not None:
+            released = reg.progress(step, self.total_steps, config.anneal_near_far)
+            near, far = reg.annealed_near_far(
+                self.config.near_plane, self.config.far_plane, self.patches.middle_distance(), released,
+                config.anneal_near_far_start, self._linear_range(),
+            )  # fmt: skip
+            self.collider.near_plane, self.collider.far_plane = near, far
+
+    def regulariser_losses(self, outputs: Dict) -> Dict[str, Tensor]:
+        """The weighted occlusion and depth-smoothness terms of a training step."""
+        config, losses = self.config.regularisers, {}
+        if config.occlusion_weight > 0:
+            zone = reg.occlusion_zone_end(
+                self.config.near_plane, self.config.far_plane, config.occlusion_fraction, self._linear_range()
+            )
+            starts = outputs["ray_samples_list"][-1].frustums.starts
+            losses["occlusion_loss"] = config.occlusion_weight * reg.occlusion_penalty(outputs["weights_list"][-1], starts, zone)
+        if config.depth_smoothness_weight > 0 and self.patches is not None:
+            with random_state_kept(self.device):  # the same ray batches with and without it
+                c2w, intrinsics, nearest = self.patches.sample(config.depth_patches, config.depth_patch_size)
+                size = config.depth_patch_size
+                depth = self.render_outputs(c2w, intrinsics, size, size, nearest)["expected_depth"]
+            smoothness = reg.depth_smoothness(depth, self.collider.near_plane)
+            losses["depth_smoothness_loss"] = config.depth_smoothness_weight * smoothness
+        return losses
 
     # ------------------------------------------------------------------ the prior
 
@@ -245,8 +332,12 @@ class ReconFusionModel(NerfactoModel):
         if self.guidance is not None and trainer is not None:
             self.guidance.total_steps = trainer.config.max_num_iterations
 
+        if trainer is not None:
+            self.total_steps = trainer.config.max_num_iterations
+
         def remember_step(step: int) -> None:
             self.train_step = step
+            self._scheduled_regularisers(step)
 
         location = [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION]
         return callbacks + [TrainingCallback(where_to_run=location, update_every_num_iters=1, func=remember_step)]
@@ -257,6 +348,13 @@ class ReconFusionModel(NerfactoModel):
         """Colour (K, 3, height, width) and median distance along the rays (K, 1, height, width) at cameras c2w
         (K, 4, 4) with intrinsics (K, 4) - the guidance's render function. Differentiable unless called under
         torch.no_grad (then rendered in chunks)."""
+        outputs = self.render_outputs(c2w, intrinsics, height, width, camera_index)
+        return outputs["rgb"], outputs["depth"].detach()
+
+    def render_outputs(
+        self, c2w: Tensor, intrinsics: Tensor, height: int, width: int, camera_index: Tensor
+    ) -> Dict[str, Tensor]:
+        """rgb, depth and expected_depth as (K, C, height, width) images (see :meth:`render_views`)."""
         count = c2w.shape[0]
         cameras = Cameras(
             camera_to_worlds=c2w[:, :3, :].float(),
@@ -275,11 +373,10 @@ class ReconFusionModel(NerfactoModel):
             else:
                 chunk = self.config.eval_num_rays_per_chunk
                 outputs = [self(bundle[i : i + chunk]) for i in range(0, len(bundle), chunk)]
-        rgb, depth = (
-            torch.cat([out[key] for out in outputs]).view(count, height, width, -1).permute(0, 3, 1, 2)
-            for key in ("rgb", "depth")
-        )
-        return rgb, depth.detach()
+        return {
+            key: torch.cat([out[key] for out in outputs]).view(count, height, width, -1).permute(0, 3, 1, 2)
+            for key in ("rgb", "depth", "expected_depth")
+        }
 
     # ------------------------------------------------------------------ backgrounds
 
@@ -336,6 +433,8 @@ class ReconFusionModel(NerfactoModel):
             )
             eps = self.config.charbonnier_epsilon
             loss_dict["rgb_loss"] = torch.sqrt((pred - target) ** 2 + eps**2).mean()
+        if self.training:
+            loss_dict.update(self.regulariser_losses(outputs))
         if self.training and self.guidance is not None:
             loss_dict.update(self.sample_loss())
         return loss_dict

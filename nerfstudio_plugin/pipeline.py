@@ -1,7 +1,7 @@
 """The pipeline: nerfstudio's VanillaPipeline that hands the observed views to the model's prior.
 
-- For training (``test_mode == "val"``, what ns-train uses) the model's prior and sample loss are set
-  up from the training dataset's images and cameras. ns-eval, ns-render and the viewer never load the
+- For training (``test_mode == "val"``, what ns-train uses) the model's regularisers (unobserved patches),
+  prior and sample loss are set up from the training dataset's images and cameras. ns-eval, ns-render and the viewer never load the
   prior: the fitted scene does not need it.
 - Evaluation outside training (ns-eval) adds the LPIPS backend used, the scene's image ids that were
   scored and the split size to the metrics, so the eval JSON says which LPIPS it reports.
@@ -59,7 +59,10 @@ class ReconFusionPipeline(VanillaPipeline):
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         if test_mode == "val":
             background = self.model.config.display_background or (1.0, 1.0, 1.0)
-            self.model.setup_prior(*observed_views(self.datamanager.train_dataset, background))
+            images, c2w, intrinsics = observed_views(self.datamanager.train_dataset, background)
+            sizes = torch.tensor([image.shape[-2:] for image in images])
+            self.model.setup_regularisers(c2w, intrinsics, sizes)
+            self.model.setup_prior(images, c2w, intrinsics)
 
     def get_average_eval_image_metrics(
         self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False
