@@ -226,8 +226,10 @@ def _camera_arrays(camera) -> tuple[list[float], list[float]]:
     raise InputError(f"COLMAP camera model {model} cannot be stored; use one of {', '.join(SUPPORTED_CAMERA_MODELS)}")
 
 
-def _write(recon, images: Path, names: list[str], out: Path, overwrite: bool, log_path: Path,
-           made_by: dict) -> ColmapResult:
+def _write(recon, images: Path, names: list[str], out: Path, overwrite: bool, log_path: Path | None,
+           made_by: dict, image_sizes: dict[str, tuple[int, int]] | None = None) -> ColmapResult:
+    """Write the scene of ``recon``'s registered photos among ``names`` (in ``images``); with ``image_sizes``
+    (name -> width, height of the photos on disk), intrinsics are scaled from the model's camera to them."""
     by_name = {recon.images[i].name: recon.images[i] for i in recon.reg_image_ids()}
     posed = [name for name in names if name in by_name]  # sorted like the input, so frame i <-> posed[i]
     missing = [name for name in names if name not in by_name]
@@ -238,10 +240,16 @@ def _write(recon, images: Path, names: list[str], out: Path, overwrite: bool, lo
         image = by_name[name]
         pose = image.cam_from_world()
         c2w.append(colmap_to_opengl(pose.rotation.matrix(), np.asarray(pose.translation)))
-        intr, dist = _camera_arrays(recon.cameras[image.camera_id])
+        camera = recon.cameras[image.camera_id]
+        intr, dist = _camera_arrays(camera)
+        size = [camera.width, camera.height]
+        if image_sizes is not None:  # pixel centres at +0.5 in both conventions: scaling is exact
+            size = list(image_sizes[name])
+            sx, sy = size[0] / camera.width, size[1] / camera.height
+            intr = [intr[0] * sx, intr[1] * sy, intr[2] * sx, intr[3] * sy]
         intrinsics.append(intr)
         distortion.append(dist)
-        sizes.append([recon.cameras[image.camera_id].width, recon.cameras[image.camera_id].height])
+        sizes.append(size)
         bounds.append(_depth_bounds(recon, image))
     error = float(recon.compute_mean_reprojection_error())
     extra = {**made_by, **({BOUNDS_KEY: bounds} if all(b is not None for b in bounds) else {})}
@@ -254,8 +262,73 @@ def _write(recon, images: Path, names: list[str], out: Path, overwrite: bool, lo
     frames = read_json(scene_dir / TRANSFORMS)["frames"]  # written in the order of ``posed``
     frame_names = {frame["file_path"]: name for frame, name in zip(frames, posed)}
     write_json(scene_dir / IMAGE_NAMES_FILE, {**summary, "frames": frame_names})
-    final_log = _keep_log(log_path, scene_dir / LOG_FILE)
+    final_log = _keep_log(log_path, scene_dir / LOG_FILE) if log_path is not None else scene_dir / LOG_FILE
     return ColmapResult(scene_dir, len(posed), len(names), error, final_log)
+
+
+# ------------------------------------------------------------------ an existing COLMAP model
+
+MODEL_PARTS = ("cameras", "images", "points3D")
+
+
+def import_colmap_model(src: Path, out: Path, *, downscale: int = 1, overwrite: bool = False) -> Path:
+    """A capture folder holding a COLMAP model (``sparse/0/`` or ``sparse/``, binary or text) beside its photos
+    (``images/``, or ``images_{downscale}/``) -> scene folder ``out``: intrinsics scaled to the photos read,
+    distortion kept, depth bounds from the model's points (as :func:`pose_images` writes them)."""
+    import pycolmap
+
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise InputError(f"{src}: capture folder not found; pass the folder holding sparse/ and images/")
+    check_out(src, out)
+    model = _model_folder(src)
+    try:
+        recon = pycolmap.Reconstruction(str(model))
+    except Exception as err:  # noqa: BLE001 - pycolmap raises plain RuntimeErrors on corrupt files
+        raise InputError(f"{model}: COLMAP cannot read this model ({err}); re-export it with `colmap model_converter`") from err
+    names = sorted(recon.images[i].name for i in recon.reg_image_ids())
+    if not names:
+        raise InputError(f"{model}: the model has no registered images; run COLMAP's mapper again or pose the photos with `reconfusion data colmap`")
+    image_dir = _photo_folder(src, downscale)
+    absent = [name for name in names if not (image_dir / name).is_file()]
+    if absent:
+        raise InputError(
+            f"{image_dir}: {len(absent)} of the model's {len(names)} photos are missing (e.g. {absent[0]}); "
+            "pass the --downscale of the images_N/ folder that holds them all"
+        )
+    sizes = {name: tuple(read_image(image_dir / name).shape[1::-1]) for name in names}  # decoded: bad files fail here
+    made_by = source_info("colmap", src, model=str(model.relative_to(src)) or ".", images=image_dir.name,
+                          downscale=downscale, world="COLMAP units, not rescaled or recentred")  # fmt: skip
+    result = _write(recon, image_dir, names, out, overwrite, None, made_by, sizes)
+    logger.info("colmap: imported %d frames (%dx%d, from %s/) with the model in %s into %s",
+                result.registered, *sizes[names[0]], image_dir.name, model, out)  # fmt: skip
+    return result.scene_dir
+
+
+def _model_folder(src: Path) -> Path:
+    """The folder holding cameras / images / points3D (.bin or .txt): sparse/0, sparse, or the capture itself."""
+    for folder in (src / "sparse" / "0", src / "sparse", src):
+        present = [part for part in MODEL_PARTS if any((folder / f"{part}{ext}").is_file() for ext in (".bin", ".txt"))]
+        if len(present) == len(MODEL_PARTS):
+            return folder
+        if present:
+            missing = ", ".join(f"{part}.bin" for part in MODEL_PARTS if part not in present)
+            raise InputError(f"{folder}: incomplete COLMAP model, {missing} (or .txt) missing; export the whole model")
+    raise InputError(
+        f"{src}: no COLMAP model (cameras, images and points3D as .bin or .txt in sparse/0/ or sparse/); "
+        "pose the photos with `reconfusion data colmap PHOTOS OUT` instead"
+    )
+
+
+def _photo_folder(src: Path, downscale: int) -> Path:
+    if downscale < 1:
+        raise InputError(f"--downscale {downscale}: must be 1 (images/) or the N of an images_N/ folder")
+    folder = src / ("images" if downscale == 1 else f"images_{downscale}")
+    if not folder.is_dir():
+        present = sorted(p.name for p in src.glob("images*") if p.is_dir())
+        raise InputError(f"{folder}: photo folder not found" + (
+            f"; folders present: {', '.join(present)} (images_N/ is --downscale N)" if present else ""))
+    return folder
 
 
 RELIABLE_TRACK_LENGTH = 3

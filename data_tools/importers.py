@@ -1,6 +1,6 @@
 """Benchmark importers: LLFF, Blender (NeRF-synthetic), nerfstudio / instant-ngp, released
-ReconFusion split folders and DTU (pixelNeRF / IDR ``cameras.npz``, in :mod:`data_tools.dtu`) -> reconfusion
-scene folders (shared checks in :mod:`data_tools.import_common`).
+ReconFusion split folders, DTU (pixelNeRF / IDR ``cameras.npz``, in :mod:`data_tools.dtu`) and captures with
+a COLMAP model (in :mod:`data_tools.colmap`) -> reconfusion scene folders (shared checks in :mod:`data_tools.import_common`).
 
 Every importer validates its input first (missing files, image/pose count mismatches, images that do
 not decode, non-finite or degenerate poses all raise :class:`InputError` naming the file and the fix)
@@ -30,6 +30,7 @@ from typing import Literal
 
 import numpy as np
 
+from data_tools.colmap import import_colmap_model
 from data_tools.dtu import import_dtu
 from data_tools.import_common import check_out, decoded_sizes, list_images, load_source, rigid, source_info
 from reconfusion.cameras import focal_from_fov, llff_to_opengl
@@ -45,7 +46,7 @@ from reconfusion.scene import (
 
 logger = logging.getLogger("reconfusion")
 
-Format = Literal["llff", "blender", "nerfstudio", "reconfusion", "dtu"]
+Format = Literal["llff", "blender", "nerfstudio", "reconfusion", "dtu", "colmap"]
 SUBSETS_KEY = "reconfusion_subsets"
 BLENDER_SUBSETS = ("train", "val", "test")
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
@@ -57,13 +58,14 @@ def import_scene(
     src: Path,
     out: Path,
     *,
-    downscale: int = 8,
+    downscale: int | None = None,
     background: Literal["white", "black"] = "white",
     overwrite: bool = False,
 ) -> Path:
     """Import the benchmark scene ``src`` (layout ``format``) into the scene folder ``out``.
 
-    ``downscale`` picks LLFF's ``images_{downscale}/`` folder; ``background`` is the colour declared for
+    ``downscale`` picks the ``images_{downscale}/`` folder of LLFF (default 8) and COLMAP captures (default 1:
+    ``images/``); ``background`` is the colour declared for
     Blender's RGBA images (kept with their alpha; ``Scene.image`` composes on it). Returns ``out``.
     """
     src, out = Path(src), Path(out)
@@ -73,7 +75,9 @@ def import_scene(
         raise InputError(f"{src}: source folder not found; check the path to the {format} scene")
     check_out(src, out)
     if format == "llff":
-        _import_llff(src, out, downscale, overwrite)
+        _import_llff(src, out, 8 if downscale is None else downscale, overwrite)
+    elif format == "colmap":
+        import_colmap_model(src, out, downscale=1 if downscale is None else downscale, overwrite=overwrite)
     elif format == "blender":
         if background not in BACKGROUNDS:
             raise InputError(f"background {background!r} is not one of {sorted(BACKGROUNDS)}")
@@ -85,7 +89,7 @@ def import_scene(
     elif format == "dtu":
         import_dtu(src, out, overwrite)
     else:
-        raise InputError(f"unknown import format {format!r}; choose llff, blender, nerfstudio, reconfusion or dtu")
+        raise InputError(f"unknown import format {format!r}; choose llff, blender, nerfstudio, reconfusion, dtu or colmap")
     return out
 
 

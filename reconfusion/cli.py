@@ -59,16 +59,18 @@ class DataColmap:
 class DataImport:
     """Import a benchmark scene into a scene folder (transforms.json + images/ + split files)."""
 
-    format: Positional[Literal["llff", "blender", "nerfstudio", "reconfusion", "dtu"]]
+    format: Positional[Literal["llff", "blender", "nerfstudio", "reconfusion", "dtu", "colmap"]]
     """Source layout: llff (poses_bounds.npy + images_N/), blender (transforms_{train,val,test}.json),
     nerfstudio (nerfstudio / instant-ngp transforms.json), reconfusion (released split folder), dtu
-    (pixelNeRF/IDR cameras.npz + image/)."""
+    (pixelNeRF/IDR cameras.npz + image/), colmap (a COLMAP model in sparse/0/ or sparse/, binary or text,
+    beside images/ or images_N/)."""
     src: Positional[Annotated[Path, arg(metavar="SRC")]]
     """Source scene folder."""
     out: Positional[Annotated[Path, arg(metavar="OUT")]]
     """Scene folder to write."""
-    downscale: int = 8
-    """llff: which images_N folder to read (8 gives the 504x378 benchmark images)."""
+    downscale: Optional[int] = None
+    """llff / colmap: which images_N folder to read (default: 8 for llff, the 504x378 benchmark images;
+    1 for colmap, images/)."""
     background: Literal["white", "black"] = "white"
     """blender: the background declared for the RGBA images (they are kept with their alpha)."""
     overwrite: bool = False

@@ -169,6 +169,9 @@ def _relative(path: str) -> str:
 
 def _import_command(fmt: str, src: str, scene: str, source: dict) -> str:
     """The `reconfusion data` command that made an imported (or COLMAP-posed) scene."""
+    if fmt == "colmap" and "model" in source:  # an existing COLMAP model, imported
+        extra = f" --downscale {source['downscale']}" if source.get("downscale", 1) != 1 else ""
+        return f"reconfusion data import colmap {src} {scene}{extra}"
     if fmt == "colmap":
         extra = f" --matcher {source['matcher']}" if source.get("matcher", "exhaustive") != "exhaustive" else ""
         extra += f" --camera-model {source['camera_model']}" if source.get("camera_model", "OPENCV") != "OPENCV" else ""

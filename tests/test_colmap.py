@@ -198,3 +198,77 @@ def test_fern_poses_match_llff(tmp_path, capfd, caplog):
     llff_bounds = np.load(FERN / "poses_bounds.npy")[llff_index, 15:]
     assert scene.bounds is not None and scene.bounds.shape == (len(scene), 2)
     np.testing.assert_allclose(scale * scene.bounds, llff_bounds, rtol=0.2)  # measured: 0.93-1.10
+
+
+# ------------------------------------------------------------------ reconfusion data import colmap
+
+
+def _colmap_capture(folder: Path, binary: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A capture with a COLMAP model (OPENCV camera, 4 photos of 48x32 around the origin, 20 points seen by all)
+    in sparse/0 (text, or binary converted by pycolmap), images/ and images_2/. Returns OpenGL c2w and K."""
+    from reconfusion.novel_views import look_at
+
+    width, height, k = 48, 32, np.array([40.0, 42.0, 24.5, 15.5])
+    angles = np.radians([0.0, 30.0, 60.0, 90.0])
+    c2w = np.stack([look_at(np.array([3 * np.sin(a), 0.5, 3 * np.cos(a)]), np.zeros(3), np.array([0.0, 1.0, 0.0]))
+                    for a in angles])  # fmt: skip
+    points = np.random.default_rng(1).uniform(-0.5, 0.5, (20, 3))
+    model = folder / "sparse" / "0"
+    model.mkdir(parents=True)
+    (model / "cameras.txt").write_text(f"1 OPENCV {width} {height} {' '.join(map(str, k))} 0.01 -0.002 0.001 0.0005\n")
+    image_lines, tracks = [], {i: [] for i in range(len(points))}
+    for index, pose in enumerate(c2w):
+        w2c = np.linalg.inv(pose @ np.diag([1.0, -1.0, -1.0, 1.0]))  # OpenGL c2w -> OpenCV world-to-camera
+        x, y, z, w = pycolmap.Rotation3d(w2c[:3, :3]).quat
+        name = f"photo_{index:02d}.png"
+        image_lines.append(f"{index + 1} {w} {x} {y} {z} {' '.join(map(str, w2c[:3, 3]))} 1 {name}")
+        local = points @ w2c[:3, :3].T + w2c[:3, 3]
+        pixels = local[:, :2] / local[:, 2:] * k[:2] + k[2:]
+        image_lines.append(" ".join(f"{u} {v} {p + 1}" for p, (u, v) in enumerate(pixels)))
+        for p in range(len(points)):
+            tracks[p].append(f"{index + 1} {p}")
+        write_image(folder / "images" / name, np.random.default_rng(index).random((height, width, 3)))
+        write_image(folder / "images_2" / name, np.random.default_rng(index).random((height // 2, width // 2, 3)))
+    (model / "images.txt").write_text("\n".join(image_lines) + "\n")
+    (model / "points3D.txt").write_text("".join(f"{p + 1} {' '.join(map(str, xyz))} 128 128 128 0.5 {' '.join(tracks[p])}\n"
+                                                for p, xyz in enumerate(points)))  # fmt: skip
+    if binary:
+        reconstruction = pycolmap.Reconstruction(str(model))
+        for part in ("cameras", "images", "points3D"):
+            (model / f"{part}.txt").unlink()
+        reconstruction.write_binary(str(model))
+    return c2w, k
+
+
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("downscale", [1, 2])
+def test_import_colmap_model(tmp_path, binary, downscale):
+    from data_tools.importers import import_scene
+
+    c2w, k = _colmap_capture(tmp_path / "capture", binary)
+    out = import_scene("colmap", tmp_path / "capture", tmp_path / "scene", downscale=downscale)
+    scene = load_scene(out)
+    assert len(scene) == 4
+    np.testing.assert_allclose(scene.c2w, c2w, atol=1e-6)
+    np.testing.assert_allclose(scene.intrinsics, np.tile(k / downscale, (4, 1)), atol=1e-6)
+    np.testing.assert_allclose(scene.distortion[0], [0.01, -0.002, 0.001, 0.0005], atol=1e-9)
+    assert tuple(scene.sizes[0]) == (48 // downscale, 32 // downscale)
+    assert scene.bounds is not None and (scene.bounds[:, 0] > 2.0).all() and (scene.bounds[:, 1] < 4.0).all()
+    source = read_json(out / "transforms.json")["reconfusion_import"]
+    assert source["format"] == "colmap" and source["model"] == "sparse/0" and source["downscale"] == downscale
+
+
+def test_import_colmap_bad_captures(tmp_path):
+    from data_tools.importers import import_scene
+
+    with pytest.raises(InputError, match="no COLMAP model"):
+        import_scene("colmap", _photos(tmp_path / "photos", 3), tmp_path / "out")
+    _colmap_capture(tmp_path / "capture", binary=False)
+    with pytest.raises(InputError, match=r"images_4: photo folder not found; folders present: images, images_2"):
+        import_scene("colmap", tmp_path / "capture", tmp_path / "out", downscale=4)
+    (tmp_path / "capture" / "images_2" / "photo_03.png").unlink()
+    with pytest.raises(InputError, match=r"1 of the model's 4 photos are missing \(e.g. photo_03.png\)"):
+        import_scene("colmap", tmp_path / "capture", tmp_path / "out", downscale=2)
+    (tmp_path / "capture" / "sparse" / "0" / "points3D.txt").unlink()
+    with pytest.raises(InputError, match=r"incomplete COLMAP model, points3D.bin \(or .txt\) missing"):
+        import_scene("colmap", tmp_path / "capture", tmp_path / "out")
