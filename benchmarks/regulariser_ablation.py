@@ -23,16 +23,27 @@ import sys
 from pathlib import Path
 
 FLAG = "--pipeline.model.regularisers."
-VARIANTS = {
-    "today": "",
-    "all": f"{FLAG}coarse-to-fine 0.5 {FLAG}occlusion-weight 0.05 {FLAG}depth-smoothness-weight 0.1 {FLAG}anneal-near-far 0.1",
-    "coarse-to-fine": f"{FLAG}coarse-to-fine 0.5",
-    "occlusion": f"{FLAG}occlusion-weight 0.05",
-    "depth-smoothness": f"{FLAG}depth-smoothness-weight 0.1",
-    "near-far-annealing": f"{FLAG}anneal-near-far 0.1",
-}
-"""Variant name -> ns-train arguments (the weights and schedules are those of FreeNeRF / RegNeRF where they
+OFF = {"coarse-to-fine": "None", "occlusion-weight": "0", "depth-smoothness-weight": "0", "anneal-near-far": "None"}
+ON = {"coarse-to-fine": "0.5", "occlusion-weight": "0.05", "depth-smoothness-weight": "0.1", "anneal-near-far": "0.1"}
+"""Each regulariser's switch, off and on (the weights and schedules are those of FreeNeRF / RegNeRF where they
 carry over: see reconfusion/regularisers.py)."""
+
+
+def arguments(on: tuple[str, ...]) -> str:
+    """ns-train arguments that set every switch, those named in ``on`` on and the others off (explicitly, so
+    that a variant means the same whatever the preset's defaults are)."""
+    return " ".join(f"{FLAG}{name} {(ON if name in on else OFF)[name]}" for name in OFF)
+
+
+VARIANTS = {
+    "today": arguments(()),
+    "all": arguments(tuple(ON)),
+    "coarse-to-fine": arguments(("coarse-to-fine",)),
+    "occlusion": arguments(("occlusion-weight",)),
+    "depth-smoothness": arguments(("depth-smoothness-weight",)),
+    "near-far-annealing": arguments(("anneal-near-far",)),
+}
+"""Variant name -> ns-train arguments."""
 BIN = Path(sys.executable).parent
 
 
@@ -72,7 +83,7 @@ def report(out: Path, output: Path, command: str) -> str:
              "alone, then all together; one seed (42). PSNR in dB at the protocol's resolution (LLFF 504x378, "
              "DTU 400x300 masked as RegNeRF reports it, lego 400x400, juicebox 480x270); each variant's cell is its "
              "PSNR and, in brackets, the difference to today's fit of the same scene. Variants' ns-train arguments:", ""]  # fmt: skip
-    lines += [f"- {name}: `{VARIANTS[name] or '(none)'}`" for name in ["today", *variants]]
+    lines += [f"- {name}: `{VARIANTS[name]}`" for name in ["today", *variants]]
     lines += ["", "| scene | group | views | test views | today | " + " | ".join(variants) + " |",
               "|---|---|---|---|---|" + "---|" * len(variants)]  # fmt: skip
     sums: dict[tuple[str, str, int], list[float]] = {}

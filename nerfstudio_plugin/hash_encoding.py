@@ -3,9 +3,9 @@
 The same hash (Instant-NGP's primes), the same table and the same interpolation in the same order, so
 outputs are bitwise those of ``HashEncoding.pytorch_fwd`` and checkpoints are interchangeable
 (tests/test_regularisers.py checks both). It is faster because each axis is hashed once per grid line
-rather than once per corner (8 corners share 2 values per axis), and the table index is taken with a bit
-mask - the table size is a power of two - instead of a remainder. On two CPU cores it renders about 1.6x
-faster; training steps, dominated by the table's gradient, gain less.
+rather than once per corner (8 corners share 2 values per axis), the table index is taken with a bit mask -
+the table size is a power of two - instead of a remainder, and rows are gathered with ``index_select``
+(3x faster than advanced indexing on a CPU, and its gradient is a plain ``index_add_``).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ class FastHashEncoding(HashEncoding):
         mask, level_offsets = self.hash_table_size - 1, self.hash_offset.to(in_tensor.device)
 
         def corner(x: int, y: int, z: int) -> Tensor:  # 1 = ceil, 0 = floor along each axis
-            index = (per_axis[0][x] ^ per_axis[1][y] ^ per_axis[2][z]) & mask
-            return self.hash_table[index + level_offsets]
+            index = ((per_axis[0][x] ^ per_axis[1][y] ^ per_axis[2][z]) & mask) + level_offsets
+            return self.hash_table.index_select(0, index.reshape(-1)).view(*index.shape, -1)
 
         ox, oy, oz = offset[..., 0:1], offset[..., 1:2], offset[..., 2:3]
         f03 = corner(1, 1, 1) * ox + corner(0, 1, 1) * (1 - ox)
