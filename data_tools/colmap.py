@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from data_tools.import_common import check_out, source_info
 from reconfusion.cameras import colmap_to_opengl
 from reconfusion.files import IMAGE_SUFFIXES, InputError, read_image, read_json, write_json
-from reconfusion.scene import BOUNDS_KEY, TRANSFORMS, write_scene
+from reconfusion.scene import BOUNDS_KEY, TRANSFORMS, SparsePoints, write_scene
 
 logger = logging.getLogger("reconfusion")
 
@@ -255,7 +255,8 @@ def _write(recon, images: Path, names: list[str], out: Path, overwrite: bool, lo
     extra = {**made_by, **({BOUNDS_KEY: bounds} if all(b is not None for b in bounds) else {})}
     scene_dir = write_scene(
         out, [images / name for name in posed], np.array(c2w), np.array(intrinsics),
-        sizes=np.array(sizes), distortion=np.array(distortion), extra=extra, overwrite=overwrite,
+        sizes=np.array(sizes), distortion=np.array(distortion), points=_sparse_points(recon, [by_name[n] for n in posed]),
+        extra=extra, overwrite=overwrite,
     )
     summary = {"source": str(images.resolve()), "registered": len(posed), "total": len(names),
                "mean_reprojection_error": error, "unregistered": missing}
@@ -329,6 +330,16 @@ def _photo_folder(src: Path, downscale: int) -> Path:
         raise InputError(f"{folder}: photo folder not found" + (
             f"; folders present: {', '.join(present)} (images_N/ is --downscale N)" if present else ""))
     return folder
+
+
+def _sparse_points(recon, images: list) -> SparsePoints:
+    """The model's points and which of ``images`` (frame i = images[i]) observed each."""
+    ids = sorted(recon.point3D_ids())
+    column = {point_id: index for index, point_id in enumerate(ids)}
+    xyz = np.array([recon.points3D[i].xyz for i in ids], np.float64).reshape(-1, 3)
+    observations = [(frame, column[p.point3D_id]) for frame, image in enumerate(images)
+                    for p in image.points2D if p.has_point3D()]  # fmt: skip
+    return SparsePoints(xyz, np.array(observations, np.int64).reshape(-1, 2))
 
 
 RELIABLE_TRACK_LENGTH = 3

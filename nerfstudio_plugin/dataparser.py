@@ -37,6 +37,8 @@ from reconfusion.scene_fit import SceneFit, scene_fit
 
 FIT_METADATA = "reconfusion_fit"
 """Metadata key of the :class:`SceneFit` (read by nerfstudio_plugin.model)."""
+SPARSE_DEPTH_METADATA = "reconfusion_sparse_depth"
+"""Metadata key of the rays to the scene's sparse points from the training views (:func:`sparse_depth_rays`)."""
 
 DEFAULT_NUM_VIEWS = 3
 
@@ -118,6 +120,7 @@ class ReconFusionDataParser(DataParser):
         fit = fit_for(scene, chosen.train_ids, transform, scale, self.config.scene_scale)
         metadata = {
             FIT_METADATA: fit,
+            SPARSE_DEPTH_METADATA: sparse_depth_rays(scene, chosen.train_ids, transform, scale),
             "reconfusion_num_views": num_views,
             "reconfusion_image_ids": list(ids),
             "reconfusion_train_ids": list(chosen.train_ids),
@@ -151,6 +154,29 @@ def fit_for(scene: Scene, train_ids: tuple[int, ...], transform: np.ndarray, sca
     alphas = [scene.rgba(i)[..., 3] for i in ids] if scene.has_alpha else None
     bounds = None if scene.bounds is None else scale * scene.bounds[ids]
     return scene_fit(c2w, scene.intrinsics[ids], alphas, bounds, scene.background, half_side)
+
+
+def sparse_depth_rays(scene: Scene, train_ids: tuple[int, ...], transform: np.ndarray, scale: float) -> Optional[dict]:
+    """Rays from each training camera to the sparse points it observed, for the points that two training views
+    or more observed (so that the training views alone could have triangulated them): ``origins``,
+    ``directions`` (unit), ``depths`` (distance along the ray) and ``camera_indices`` (position in
+    ``train_ids``), in the normalised frame; None when the scene has no points or none qualify."""
+    if scene.points is None:
+        return None
+    points, ids = scene.points, np.asarray(train_ids)
+    observations = points.observations
+    keep = np.isin(observations[:, 0], ids) & np.isin(observations[:, 1], points.seen_by(ids, at_least=2))
+    if not keep.any():
+        return None
+    frames, point_ids = observations[keep].T
+    cameras = np.argmax(frames[:, None] == ids[None, :], axis=1)  # position in train_ids
+    centres = scale * (scene.c2w[ids][cameras, :3, 3] + transform[:, 3])
+    targets = scale * (points.xyz[point_ids] + transform[:, 3])
+    offsets = targets - centres
+    depths = np.linalg.norm(offsets, axis=-1)
+    as_tensor = lambda a, dtype=torch.float32: torch.as_tensor(a, dtype=dtype)  # noqa: E731
+    return {"origins": as_tensor(centres), "directions": as_tensor(offsets / depths[:, None]),
+            "depths": as_tensor(depths), "camera_indices": as_tensor(cameras, torch.long)}  # fmt: skip
 
 
 def _announce(scene: Scene, num_views: Optional[int], split: Split) -> None:

@@ -14,7 +14,7 @@
   With ``prior=None`` the model is the baseline: the same nerfacto, data, split and schedule;
 - the paper's Charbonnier reconstruction loss by default (nerfacto's MSE as an option);
 - the sparse-view regularisers of :mod:`reconfusion.regularisers` (coarse-to-fine hash levels, occlusion,
-  depth smoothness on unobserved patches, near/far annealing), each a switch of ``regularisers``;
+  depth smoothness on unobserved patches, sparse depth, near/far annealing), each a switch of ``regularisers``;
 - metrics from :mod:`reconfusion.metrics`, with an LPIPS built lazily on first use (offline it falls
   back to shift-tolerant LPIPS, and a failure is logged, never fatal). Neither the LPIPS network nor the
   prior is a registered submodule, so neither is ever written into a nerfstudio checkpoint.
@@ -30,9 +30,11 @@ from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.field_components.encodings import HashEncoding
 from nerfstudio.field_components.mlp import MLP
+from nerfstudio.model_components.losses import ds_nerf_depth_loss
 from nerfstudio.model_components.renderers import background_color_override_context
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -45,7 +47,7 @@ from reconfusion.files import InputError
 from reconfusion.guidance import SampleGuidance, SampleLossConfig
 from reconfusion.observations import square_views
 from reconfusion import regularisers as reg
-from nerfstudio_plugin.dataparser import FIT_METADATA
+from nerfstudio_plugin.dataparser import FIT_METADATA, SPARSE_DEPTH_METADATA
 from reconfusion.scene_fit import SceneFit, SceneKind
 
 logger = logging.getLogger(__name__)
@@ -209,6 +211,8 @@ class ReconFusionModel(NerfactoModel):
         self.total_steps = 1
         self.patches: Optional[reg.UnobservedPatches] = None
         self.hash_levels = self._coarse_to_fine_encoding() if self.config.regularisers.coarse_to_fine else None
+        self.sparse_depth = self.kwargs.get("metadata", {}).get(SPARSE_DEPTH_METADATA)
+        self.sparse_depth_draws = torch.Generator().manual_seed(0)
 
     # ------------------------------------------------------------------ sparse-view regularisers
 
@@ -281,7 +285,25 @@ class ReconFusionModel(NerfactoModel):
                 depth = self.render_outputs(c2w, intrinsics, size, size, nearest)["expected_depth"]
             smoothness = reg.depth_smoothness(depth, self.collider.near_plane)
             losses["depth_smoothness_loss"] = config.depth_smoothness_weight * smoothness
+        if config.sparse_depth_weight > 0 and self.sparse_depth is not None:
+            with random_state_kept(self.device):
+                losses["sparse_depth_loss"] = config.sparse_depth_weight * self._sparse_depth_loss()
         return losses
+
+    def _sparse_depth_loss(self) -> Tensor:
+        """DS-NeRF's loss on a batch of the rays to the sparse points (nerfstudio's implementation)."""
+        rays, config = self.sparse_depth, self.config.regularisers
+        pick = torch.randint(len(rays["depths"]), (config.sparse_depth_rays,), generator=self.sparse_depth_draws)
+        bundle = RayBundle(
+            origins=rays["origins"][pick].to(self.device), directions=rays["directions"][pick].to(self.device),
+            pixel_area=torch.full((len(pick), 1), 1e-6, device=self.device),
+            camera_indices=rays["camera_indices"][pick, None].to(self.device),
+        )  # fmt: skip
+        outputs = self(bundle)
+        samples = outputs["ray_samples_list"][-1].frustums
+        steps, lengths = (samples.starts + samples.ends) / 2, samples.ends - samples.starts
+        depths = rays["depths"][pick, None].to(self.device)
+        return ds_nerf_depth_loss(outputs["weights_list"][-1], depths, steps, lengths, config.sparse_depth_sigma)
 
     # ------------------------------------------------------------------ the prior
 

@@ -12,6 +12,8 @@ the schedules and the losses, on plain tensors:
 - depth smoothness on patches seen from unobserved poses (RegNeRF): :func:`depth_smoothness`, squared
   differences of neighbouring disparities (relative to the near plane, so that the weight does not depend
   on the scene's scale);
+- sparse depth (DS-NeRF, with nerfstudio's loss): rays from the training cameras to the sparse 3D points they
+  observed end at those points (wired in ``nerfstudio_plugin.model``);
 - near/far annealing (RegNeRF): :func:`annealed_near_far`, the sampled range starts around the middle of
   the scene (the training cameras' distance to their focus point) and widens to near/far early in training.
 """
@@ -49,6 +51,13 @@ class RegularisersConfig:
     """Side of each unobserved patch (RegNeRF: 8)."""
     depth_patches: int = 4
     """Unobserved patches rendered per step (each costs depth_patch_size^2 rays)."""
+    sparse_depth_weight: float = 0.0
+    """Weight of DS-NeRF's depth loss on rays from the training cameras to the scene's sparse points (COLMAP-posed
+    scenes; points that two training views observed); 0: off. Scenes without points ignore it."""
+    sparse_depth_rays: int = 256
+    """Rays to sparse points rendered per step."""
+    sparse_depth_sigma: float = 0.01
+    """DS-NeRF's sigma (squared distance scale, in the normalised frame where cameras lie in [-1, 1]^3)."""
     anneal_near_far: Optional[float] = None
     """Fraction of training over which the sampled range widens from around the middle of the scene to near/far
     (RegNeRF); None: off."""
@@ -65,6 +74,8 @@ class RegularisersConfig:
         if self.depth_smoothness_weight > 0:
             parts.append(f"depth smoothness {self.depth_smoothness_weight:g} ({self.depth_patches} unobserved "
                          f"{self.depth_patch_size}x{self.depth_patch_size} patches a step)")  # fmt: skip
+        if self.sparse_depth_weight > 0:
+            parts.append(f"sparse depth {self.sparse_depth_weight:g} ({self.sparse_depth_rays} rays a step)")
         if self.anneal_near_far:
             parts.append(f"near/far annealed from {self.anneal_near_far_start:g} of the range over {self.anneal_near_far:g} of training")
         return ", ".join(parts) or "none"

@@ -10,7 +10,9 @@ Images may carry alpha (RGBA PNG: Blender renders, object masks of DTU and photo
 Alpha is kept on disk; ``reconfusion_background`` (top-level ``[r, g, b]`` in [0, 1]) declares the
 colour such a scene is shown on, and :meth:`Scene.image` composes on it (white where undeclared).
 ``reconfusion_bounds`` (top-level, per frame ``[near, far]`` in world units, from LLFF's
-``poses_bounds.npy``) is read when present.
+``poses_bounds.npy``) is read when present. ``reconfusion_points`` names a ``.npz`` of sparse 3D points
+with the frames that observed each (COLMAP's points and tracks, written by ``reconfusion data colmap`` and
+``data import colmap``), for depth bounds and a sparse-depth loss.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ SPLIT_PATTERN = re.compile(r"train_test_split_(\d+)\.json$")
 DISTORTION_KEYS = ("k1", "k2", "p1", "p2")
 BACKGROUND_KEY = "reconfusion_background"
 BOUNDS_KEY = "reconfusion_bounds"
+POINTS_KEY = "reconfusion_points"
+POINTS_FILE = "sparse_points.npz"
 WHITE = (1.0, 1.0, 1.0)
 
 
@@ -55,6 +59,23 @@ class Split:
     """Views the scene model is fitted to."""
     test_ids: tuple[int, ...]
     """Held-out views the metrics are computed on."""
+
+
+@dataclass(frozen=True)
+class SparsePoints:
+    """Sparse 3D points of a scene with the frames that observed them (a COLMAP model's points and tracks)."""
+
+    xyz: np.ndarray
+    """(P, 3) positions in the scene's world frame."""
+    observations: np.ndarray
+    """(M, 2) int: (frame index, point index), one row per observation; frames indexed as the scene's (sorted by
+    file name)."""
+
+    def seen_by(self, frames: Sequence[int], at_least: int = 2) -> np.ndarray:
+        """Indices of the points observed by ``at_least`` of ``frames``."""
+        mine = self.observations[np.isin(self.observations[:, 0], np.asarray(frames))]
+        counts = np.bincount(mine[:, 1], minlength=len(self.xyz))
+        return np.flatnonzero(counts >= at_least)
 
 
 @dataclass(frozen=True)
@@ -88,6 +109,8 @@ class Scene:
     of each is that frame's alpha; None where alpha, if any, is in the images."""
     name: str = ""
     """How messages name the scene (a training dataset's folder below its root); empty: the folder's path."""
+    points: SparsePoints | None = None
+    """Sparse 3D points with their observing frames (``reconfusion_points``), or None."""
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -240,7 +263,31 @@ def load_scene(path: Path, read_splits: bool = True) -> Scene:
         background=_background(meta, source),
         has_alpha=any(has_alpha(p) for p in paths),
         bounds=_bounds(meta, order, source),
+        points=_points(root, meta, order, source),
     )
+
+
+def _points(root: Path, meta: dict, order: list[int], source: Path) -> SparsePoints | None:
+    """The scene's sparse points, their observations' frames renumbered from file order to sorted order."""
+    name = meta.get(POINTS_KEY)
+    if name is None:
+        return None
+    path = root / str(name)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            xyz, observations = np.asarray(data["xyz"], np.float64), np.asarray(data["observations"], np.int64)
+    except (OSError, KeyError, ValueError) as err:
+        raise InputError(f"{path}: unreadable sparse points named by {source}'s {POINTS_KEY} ({err}); re-import the "
+                         f"scene or remove {POINTS_KEY}") from err  # fmt: skip
+    bad = (xyz.ndim != 2 or xyz.shape[-1] != 3 or observations.ndim != 2 or observations.shape[-1] != 2
+           or (observations.size and (observations.min() < 0 or observations[:, 0].max() >= len(order)
+                                      or observations[:, 1].max() >= len(xyz))))  # fmt: skip
+    if bad or not np.isfinite(xyz).all():
+        raise InputError(f"{path}: expected xyz (P, 3) finite and observations (M, 2) of valid (frame, point) ids; "
+                         f"re-import the scene or remove {POINTS_KEY} from {source}")  # fmt: skip
+    sorted_index = np.empty(len(order), np.int64)
+    sorted_index[np.asarray(order)] = np.arange(len(order))
+    return SparsePoints(xyz, np.stack([sorted_index[observations[:, 0]], observations[:, 1]], axis=-1))
 
 
 def _background(meta: dict, source: Path) -> tuple[float, float, float] | None:
@@ -332,13 +379,15 @@ def write_scene(
     distortion: np.ndarray | None = None,
     splits: dict[int, Split] | None = None,
     depths: Sequence[np.ndarray] | None = None,
+    points: SparsePoints | None = None,
     extra: dict | None = None,
     overwrite: bool = False,
     progress: str | None = None,
 ) -> Path:
     """Write a scene folder atomically; frame ``i`` becomes ``images/frame_{i:05d}.*``.
 
-    ``images`` holds float arrays (written as PNG) or paths of files to copy unchanged. With ``progress``
+    ``images`` holds float arrays (written as PNG) or paths of files to copy unchanged; ``points`` (observations
+    indexed by position in ``images``) are saved beside them. With ``progress``
     (a description), a progress bar counts the images written (not inside another live display).
     """
     c2w = check_poses(c2w, str(out))
@@ -361,6 +410,9 @@ def write_scene(
             if depths is not None:
                 np.save(tmp / "images" / f"depth_{i:05d}.npy", depths[i].astype(np.float32))
                 frames[-1]["depth_file_path"] = f"images/depth_{i:05d}.npy"
+        if points is not None:
+            np.savez_compressed(tmp / POINTS_FILE, xyz=points.xyz.astype(np.float32), observations=points.observations)
+            extra = {**(extra or {}), POINTS_KEY: POINTS_FILE}
         write_json(tmp / TRANSFORMS, {"camera_model": "OPENCV", **(extra or {}), "frames": frames})
         for num_views, split in (splits or {}).items():
             write_split(tmp, num_views, validate_split(split.train_ids, split.test_ids, num, str(out)))

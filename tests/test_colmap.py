@@ -272,3 +272,37 @@ def test_import_colmap_bad_captures(tmp_path):
     (tmp_path / "capture" / "sparse" / "0" / "points3D.txt").unlink()
     with pytest.raises(InputError, match=r"incomplete COLMAP model, points3D.bin \(or .txt\) missing"):
         import_scene("colmap", tmp_path / "capture", tmp_path / "out")
+
+
+def test_sparse_points_become_depth_rays_that_train(tmp_path):
+    pytest.importorskip("nerfstudio")
+    import torch
+    from nerfstudio.data.scene_box import SceneBox
+
+    from data_tools.importers import import_scene
+    from data_tools.splits import write_splits
+    from nerfstudio_plugin import methods
+    from nerfstudio_plugin.dataparser import SPARSE_DEPTH_METADATA, ReconFusionDataParserConfig
+    from reconfusion.regularisers import RegularisersConfig
+
+    _colmap_capture(tmp_path / "capture", binary=True)
+    scene_dir = import_scene("colmap", tmp_path / "capture", tmp_path / "scene")
+    scene = load_scene(scene_dir)
+    assert scene.points is not None and len(scene.points.xyz) == 20 and len(scene.points.observations) == 80
+    write_splits(scene_dir, protocol="auto", views=(2,))
+    outputs = ReconFusionDataParserConfig(data=scene_dir, num_views=2).setup().get_dataparser_outputs("train")
+    rays = outputs.metadata[SPARSE_DEPTH_METADATA]
+    assert len(rays["depths"]) == 40  # 20 points, each seen by both training views
+    ends = rays["origins"] + rays["directions"] * rays["depths"][:, None]
+    normalised = outputs.dataparser_scale * (torch.as_tensor(scene.points.xyz, dtype=torch.float32) + outputs.dataparser_transform[:, 3])
+    assert torch.cdist(ends, normalised).min(dim=1).values.max() < 1e-4  # every ray ends at a point
+
+    config = methods.cpu_config("test", None).pipeline.model
+    config.regularisers = RegularisersConfig(sparse_depth_weight=1.0, sparse_depth_rays=32)
+    model = config.setup(scene_box=outputs.scene_box, num_train_data=2, metadata=outputs.metadata)
+    model.train()
+    loss = model.regulariser_losses({})["sparse_depth_loss"]
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.field.parameters())
+    assert "sparse depth 1" in config.regularisers.describe()
