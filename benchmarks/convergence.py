@@ -71,10 +71,12 @@ def write(curves: dict[str, list[tuple[int, float]]], args: argparse.Namespace, 
     figure.savefig(args.plot, dpi=120)
     lines = ["# Convergence: test PSNR against iterations", "", "Written by `benchmarks/convergence.py`:", "",
              "```bash", command, "```", "",
-             f"{args.method}, CPU preset, {args.views} training views, images at most {args.max_side} px, at most "
-             f"{args.max_test_views} test views per scene, mean test PSNR (dB) scored by nerfstudio every "
-             f"{args.eval_every} steps. Learning rates decay over all {args.iterations} steps of these fits (a fit "
-             "of N steps decays over N).", "", f"![curves]({Path(args.plot).name})", "",
+             f"{args.method}, CPU preset, {args.views} training views, "
+             f"{f'images at most {args.max_side} px' if args.max_side else 'images at their full (the protocol) size'}, "
+             f"at most {args.max_test_views} test views per scene, mean test PSNR (dB) scored by nerfstudio every "
+             f"{args.eval_every} steps of one {args.iterations}-step fit per scene (learning rates decaying over "
+             f"{args.iterations} x 200,000 / 30,000 steps, nerfacto's proportion). The last column is where the CPU "
+             "preset's iteration budget comes from.", "", f"![curves]({Path(args.plot).name})", "",
              "| scene | " + " | ".join(str(s) for s, _ in max(curves.values(), key=len)) + f" | first within {args.tolerance} dB of best |",
              "|---|" + "---|" * (len(max(curves.values(), key=len)) + 1)]  # fmt: skip
     for name, points in curves.items():

@@ -48,6 +48,12 @@ the rendering with gradients at the size of nerfacto's ray batch), targets refre
 4 views. Not measured with nerfstudio on a GPU yet."""
 
 
+CPU_ITERATIONS = 600
+"""The CPU preset's training budget, from test PSNR against iterations at the protocols' resolutions (fern
+504x378, scan24 400x300, lego 400x400, 3 views): every scene is within 0.5 dB of its best by 600 steps
+(benchmarks/results/convergence_full.md, with its command and plot)."""
+
+
 def _optimizers() -> dict:
     """nerfacto's optimizers; the trainer stretches each decay over the run (lr_decay_steps)."""
     adam = {"optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15)}
@@ -110,7 +116,7 @@ def cpu_config(method_name: str, prior: Optional[str]) -> ReconFusionTrainerConf
         steps_per_eval_image=500,
         steps_per_eval_all_images=1_000_000,
         steps_per_save=1000,
-        max_num_iterations=2000,
+        max_num_iterations=CPU_ITERATIONS,
         mixed_precision=False,
         pipeline=ReconFusionPipelineConfig(datamanager=datamanager, model=model),
         optimizers=_optimizers(),

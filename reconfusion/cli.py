@@ -252,7 +252,8 @@ class Fit:
     preset: Literal["auto", "cpu", "gpu"] = "auto"
     """nerfstudio method size; auto: gpu where CUDA is available."""
     iterations: Optional[int] = None
-    """Training iterations (default: the method's own: 30000 on the GPU, 2000 on the CPU)."""
+    """Training iterations (default: the method's own: 30000 on the GPU, 600 on the CPU, the budget measured in
+    benchmarks/results/convergence_full.md)."""
     prior: str = "bundled"
     """The diffusion prior: "bundled", a folder written by train_prior, or a hub id."""
     video_frames: int = 60
