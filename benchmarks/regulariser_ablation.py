@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -80,16 +81,16 @@ def report(out: Path, output: Path, command: str) -> str:
     lines = ["# Sparse-view regularisers: ablation", "", "Written by `benchmarks/regulariser_ablation.py`:", "",
              "```bash", command, "```", "",
              "The baseline (`reconfusion-baseline-cpu`, no prior) with today's settings and with each regulariser "
-             "alone, then all together; one seed (42). PSNR in dB at the protocol's resolution (LLFF 504x378, "
-             "DTU 400x300 masked as RegNeRF reports it, lego 400x400, juicebox 480x270); each variant's cell is its "
-             "PSNR and, in brackets, the difference to today's fit of the same scene. Variants' ns-train arguments:", ""]  # fmt: skip
+             "alone, then all together; one seed (42). PSNR in dB at the protocol's resolution (the images' stored "
+             "size, column resolution; DTU masked as RegNeRF reports it); each variant's cell is its PSNR and, in "
+             "brackets, the difference to today's fit of the same scene. Variants' ns-train arguments:", ""]  # fmt: skip
     lines += [f"- {name}: `{VARIANTS[name]}`" for name in ["today", *variants]]
-    lines += ["", "| scene | group | views | test views | today | " + " | ".join(variants) + " |",
-              "|---|---|---|---|---|" + "---|" * len(variants)]  # fmt: skip
-    sums: dict[tuple[str, str, int], list[float]] = {}
+    lines += ["", "| scene | group | views | resolution | test views | today | " + " | ".join(variants) + " |",
+              "|---|---|---|---|---|---|" + "---|" * len(variants)]  # fmt: skip
+    sums: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
     for key in keys:
         base = today[key]
-        cells = [key[0], base["group"], str(key[1]), str(base["test_views"]), f"{protocol_psnr(base):.2f}"]
+        cells = [key[0], base["group"], str(key[1]), base["resolution"], str(base["test_views"]), f"{protocol_psnr(base):.2f}"]
         for name in variants:
             other = results[name].get(key)
             if other is None:
@@ -97,15 +98,16 @@ def report(out: Path, output: Path, command: str) -> str:
                 continue
             diff = protocol_psnr(other) - protocol_psnr(base)
             cells.append(f"{protocol_psnr(other):.2f} ({diff:+.2f})")
-            sums.setdefault((name, base["group"], key[1]), []).append(diff)
+            sums.setdefault((name, base["group"], key[1]), []).append((diff, other["lpips"] - base["lpips"]))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Mean difference to today per group (scenes where both finished):", "",
+    lines += ["", "Mean difference to today per group (scenes where both finished): PSNR dB / LPIPS (scenes):", "",
               "| group | views | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]  # fmt: skip
     for group, views in sorted({(today[k]["group"], k[1]) for k in keys}):
         cells = [group, str(views)]
         for name in variants:
             diffs = sums.get((name, group, views), [])
-            cells.append(f"{sum(diffs) / len(diffs):+.2f} ({len(diffs)})" if diffs else "-")
+            psnr, lpips = (sum(d[i] for d in diffs) / len(diffs) for i in (0, 1)) if diffs else (0.0, 0.0)
+            cells.append(f"{psnr:+.2f} / {lpips:+.3f} ({len(diffs)})" if diffs else "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "CPU cost: mean fit seconds (ns-train, 1 thread, 2 fits at a time) and evaluation seconds (ns-eval):", "",
               "| variant | fits | fit s | eval s |", "|---|---|---|---|"]  # fmt: skip
@@ -168,12 +170,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/ablation"))
     parser.add_argument("--report", action="store_true", help="only write the report from the finished runs")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/regularisers/README.md"))
+    parser.add_argument("--into", type=Path, help="also write the report as the 'regularisers' block of this file "
+                        "(e.g. BENCHMARKS.md; a regenerated benchmark report keeps it)")
     args = parser.parse_args()
     if not args.report:
         if not args.scenes:
             parser.error("--scenes is required to run the ablation (or pass --report)")
         run(args)
-    print(report(args.out, args.output, shlex.join(["python", "benchmarks/regulariser_ablation.py", *sys.argv[1:]])))
+    text = report(args.out, args.output, shlex.join(["python", "benchmarks/regulariser_ablation.py", *sys.argv[1:]]))
+    if args.into:
+        from reconfusion_benchmark.blocks import replace_block
+
+        figure = os.path.relpath(args.output.parent / "ablation.png", args.into.parent)
+        replace_block(args.into, "regularisers", ["#" + text.replace("](ablation.png)", f"]({figure})")], append=True)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from reconfusion.files import InputError
+from reconfusion_benchmark.blocks import markers, replace_block
 from reconfusion_benchmark.paired import difference_cell, paired_means
 from reconfusion_benchmark.runs import RunResult
 
-START = "<!-- benchmark-headline:start -->"
-END = "<!-- benchmark-headline:end -->"
+BLOCK_NAME = "benchmark-headline"
+START, END = markers(BLOCK_NAME)
 METHOD = "reconfusion"
 
 
@@ -53,13 +53,4 @@ def headline_lines(results: list[RunResult], report: Path, base: Path) -> list[s
 
 def update_readme(readme: Path, results: list[RunResult], report: Path) -> Path:
     """Replace the headline block of ``readme`` (InputError naming the fix when its markers are missing)."""
-    text = Path(readme).read_text()
-    if START not in text or END not in text or text.index(START) > text.index(END):
-        raise InputError(f"{readme}: no headline block; add the lines {START} and {END} where the table goes")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    block = "\n".join(headline_lines(results, Path(report), Path(readme).parent))
-    tmp = Path(readme).with_name(f".{Path(readme).name}.tmp")
-    tmp.write_text(f"{head}{START}\n{block}\n{END}{tail}")
-    os.replace(tmp, readme)
-    return Path(readme)
+    return replace_block(readme, BLOCK_NAME, headline_lines(results, Path(report), Path(readme).parent))

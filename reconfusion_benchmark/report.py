@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from reconfusion_benchmark.paired import difference_cell, paired_differences, paired_means
+from reconfusion_benchmark.blocks import blocks_of
 from reconfusion_benchmark.runs import METHODS, BenchmarkConfig, RunResult, command_line, group_key, runs_by_scene
 from reconfusion_benchmark.figures import renders_by_run, write_comparison, write_grids, write_plots
 from reconfusion_benchmark.targets import target_lines
@@ -144,6 +145,8 @@ def write_report(results: list[RunResult], config: BenchmarkConfig) -> Path:
     comparison = write_comparison(renders, results, figures / "comparison.png")
     commands = read_json(out / COMMANDS_FILE) if (out / COMMANDS_FILE).is_file() else []
     text = markdown_report(results, config.title, commands, report.parent, plots, grids, comparison)
+    kept = blocks_of(report.read_text()) if report.is_file() else []  # sections other commands wrote into it
+    text = "\n\n".join([text.rstrip(), *kept]) + "\n"
     report.parent.mkdir(parents=True, exist_ok=True)
     tmp = report.with_name(f".{report.name}.tmp")
     tmp.write_text(text)

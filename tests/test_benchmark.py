@@ -343,6 +343,21 @@ def test_readme_headline_is_written_between_its_markers_from_real_scenes_only(tm
         update_readme(readme, rows, tmp_path / "BENCHMARKS.md")
 
 
+def test_a_regenerated_report_keeps_the_blocks_other_commands_wrote(tmp_path):
+    from reconfusion_benchmark.blocks import replace_block
+    from reconfusion_benchmark.report import write_report
+
+    fit, cfg = fake_fit(), config(tmp_path)
+    rows = [fit(Run(scene, 3, method), cfg, {}) for scene in SCENES[:2] for method in ("baseline", "reconfusion")]
+    report = write_report(rows, cfg)
+    replace_block(report, "regularisers", ["## An ablation", "", "| a | b |"], append=True)
+    replace_block(report, "regularisers", ["## An ablation", "", "| c | d |"])  # replaced, not added again
+    write_report(rows, cfg)
+    text = report.read_text()
+    assert text.count("## An ablation") == 1 and "| c | d |" in text and "| a | b |" not in text
+    assert text.index("## Means per view count") < text.index("<!-- regularisers:start -->")
+
+
 def test_ablation_compares_the_modes_on_the_same_scenes(tmp_path):
     from reconfusion_benchmark.report import ablation_results, markdown_report
 
