@@ -34,7 +34,7 @@ from data_tools.colmap import import_colmap_model
 from data_tools.dtu import import_dtu
 from data_tools.import_common import check_out, decoded_sizes, list_images, load_source, rigid, source_info
 from reconfusion.cameras import focal_from_fov, llff_to_opengl
-from reconfusion.files import InputError, atomic_directory, read_json
+from reconfusion.files import InputError, atomic_directory, read_image, read_json
 from reconfusion.scene import (
     BACKGROUND_KEY,
     BOUNDS_KEY,
@@ -146,6 +146,7 @@ def _import_llff(src: Path, out: Path, downscale: int, overwrite: bool) -> None:
         )
     c2w = rigid(llff_to_opengl(poses[:, :, :4]), poses_file)
     sizes = decoded_sizes(images)
+    masks = _llff_masks(src, image_dir, images, sizes)
     full_h, full_w, focal = poses[:, 0, 4], poses[:, 1, 4], poses[:, 2, 4]
     scale_x, scale_y = sizes[:, 0] / full_w, sizes[:, 1] / full_h
     if np.any(np.abs(scale_x - scale_y) * full_h > 1.0):
@@ -154,11 +155,32 @@ def _import_llff(src: Path, out: Path, downscale: int, overwrite: bool) -> None:
     intrinsics = np.stack([fx, fx, sizes[:, 0] / 2.0, sizes[:, 1] / 2.0], axis=-1)
     extra = source_info("llff", src, downscale=downscale, world="LLFF units, not rescaled or recentred")
     extra[BOUNDS_KEY] = bounds.tolist()
+    if masks is not None:  # RGBA frames, shown on white
+        images = [np.dstack([read_image(image), read_image(mask).max(axis=-1)]) for image, mask in zip(images, masks)]
+        extra[BACKGROUND_KEY] = list(BACKGROUNDS["white"])
     write_scene(out, images, c2w, intrinsics, sizes=sizes, extra=extra, overwrite=overwrite, progress="importing images")
     logger.info(
-        "llff: imported %d frames (%dx%d, from %s) into %s; near/far kept as %s",
-        len(images), sizes[0, 0], sizes[0, 1], image_dir.name, out, BOUNDS_KEY,
+        "llff: imported %d frames (%dx%d, from %s%s) into %s; near/far kept as %s",
+        len(images), sizes[0, 0], sizes[0, 1], image_dir.name,
+        f", masks from {masks[0].parent.name} as alpha" if masks else "", out, BOUNDS_KEY,
     )
+
+
+def _llff_masks(src: Path, image_dir: Path, images: list[Path], sizes: np.ndarray) -> list[Path] | None:
+    """The object masks beside the images (``masks_N/`` for ``images_N/``, ``masks/`` for ``images/``), paired
+    with the images in sorted order; None where there is no such folder."""
+    folder = src / image_dir.name.replace("images", "masks", 1)
+    if not folder.is_dir():
+        return None
+    masks = list_images(folder)
+    if len(masks) != len(images):
+        raise InputError(f"{folder}: {len(masks)} masks for {len(images)} images in {image_dir}; they pair in sorted "
+                         "order, so give every image one mask (or move the folder away to import without masks)")  # fmt: skip
+    wrong = next((m for m, size in zip(masks, sizes) if tuple(decoded_sizes([m])[0]) != tuple(size)), None)
+    if wrong is not None:
+        raise InputError(f"{wrong}: mask size differs from its image's ({sizes[masks.index(wrong)].tolist()}); "
+                         f"resize the masks in {folder.name}/ to the images' size")  # fmt: skip
+    return masks
 
 
 # ------------------------------------------------------------------------------------------ blender

@@ -65,6 +65,27 @@ def test_llff_fixture_round_trip(llff_src, tmp_path):
     np.testing.assert_allclose(scene.image(2), read_image(src / "images_2" / "img02.png"))
 
 
+def test_llff_masks_become_alpha(llff_src, tmp_path):
+    src, _, _ = llff_src
+    masks = src / "masks_2"
+    masks.mkdir()
+    for i in range(5):  # other names than the images': they pair in sorted order
+        mask = np.zeros((30, 40, 3), np.float32)
+        mask[5:20, 10 + i : 30] = 1.0
+        write_image(masks / f"img{i:02d}_mask.png", mask)
+    scene = load_scene(import_scene("llff", src, tmp_path / "out", downscale=2))
+    assert scene.has_alpha and scene.background == (1.0, 1.0, 1.0)
+    rgba = scene.rgba(3)
+    assert rgba[10, 20, 3] == 1.0 and rgba[25, 20, 3] == 0.0 and rgba[10, 12, 3] == 0.0
+    np.testing.assert_allclose(rgba[..., :3], read_image(src / "images_2" / "img03.png"), atol=1 / 255)
+    (masks / "img04_mask.png").unlink()
+    with pytest.raises(InputError, match=r"masks_2: 4 masks for 5 images"):
+        import_scene("llff", src, tmp_path / "out2", downscale=2)
+    write_image(masks / "img04_mask.png", np.ones((10, 10, 3), np.float32))
+    with pytest.raises(InputError, match=r"img04_mask.png: mask size differs"):
+        import_scene("llff", src, tmp_path / "out2", downscale=2)
+
+
 def test_llff_fern(shared_data, tmp_path):
     src = shared_data / "nerf_llff_data" / "fern"
     out = import_scene("llff", src, tmp_path / "fern")
