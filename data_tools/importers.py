@@ -1,6 +1,7 @@
 """Benchmark importers: LLFF, Blender (NeRF-synthetic), nerfstudio / instant-ngp, released
-ReconFusion split folders, DTU (pixelNeRF / IDR ``cameras.npz``, in :mod:`data_tools.dtu`) and captures with
-a COLMAP model (in :mod:`data_tools.colmap`) -> reconfusion scene folders (shared checks in :mod:`data_tools.import_common`).
+ReconFusion split folders, DTU (pixelNeRF / IDR ``cameras.npz``, in :mod:`data_tools.dtu`), captures with
+a COLMAP model (in :mod:`data_tools.colmap`) and Strecha's multiview scenes (``images/`` + ``cameras/NAME.camera``)
+-> reconfusion scene folders (shared checks in :mod:`data_tools.import_common`).
 
 Every importer validates its input first (missing files, image/pose count mismatches, images that do
 not decode, non-finite or degenerate poses all raise :class:`InputError` naming the file and the fix)
@@ -33,7 +34,7 @@ import numpy as np
 from data_tools.colmap import import_colmap_model
 from data_tools.dtu import import_dtu
 from data_tools.import_common import check_out, decoded_sizes, list_images, load_source, rigid, source_info
-from reconfusion.cameras import focal_from_fov, llff_to_opengl
+from reconfusion.cameras import focal_from_fov, llff_to_opengl, opencv_to_opengl
 from reconfusion.files import InputError, atomic_directory, read_image, read_json
 from reconfusion.scene import (
     BACKGROUND_KEY,
@@ -46,7 +47,7 @@ from reconfusion.scene import (
 
 logger = logging.getLogger("reconfusion")
 
-Format = Literal["llff", "blender", "nerfstudio", "reconfusion", "dtu", "colmap"]
+Format = Literal["llff", "blender", "nerfstudio", "reconfusion", "dtu", "colmap", "strecha"]
 SUBSETS_KEY = "reconfusion_subsets"
 BLENDER_SUBSETS = ("train", "val", "test")
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
@@ -88,8 +89,10 @@ def import_scene(
         _import_reconfusion(src, out, overwrite)
     elif format == "dtu":
         import_dtu(src, out, overwrite)
+    elif format == "strecha":
+        _import_strecha(src, out, overwrite)
     else:
-        raise InputError(f"unknown import format {format!r}; choose llff, blender, nerfstudio, reconfusion, dtu or colmap")
+        raise InputError(f"unknown import format {format!r}; choose llff, blender, nerfstudio, reconfusion, dtu, colmap or strecha")
     return out
 
 
@@ -343,3 +346,43 @@ def _import_reconfusion(src: Path, out: Path, overwrite: bool) -> None:
     logger.info("reconfusion: images outside %s were copied in; frames renamed, split ids unchanged", src)
 
 
+
+
+# ------------------------------------------------------------------------------------------ strecha
+
+
+def _read_strecha_camera(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """OpenCV camera-to-world (4, 4), (fx, fy, cx, cy) and (width, height) of a Strecha ``.camera`` file: K (3 rows),
+    distortion (zeros), R camera-to-world (3 rows, OpenCV axes), camera centre, width height."""
+    if not path.is_file():
+        raise InputError(f"{path}: camera file missing; every images/NAME needs cameras/NAME.camera")
+    try:
+        rows = [[float(v) for v in line.split()] for line in path.read_text().splitlines() if line.strip()]
+        k, rotation, centre, size = np.array(rows[0:3]), np.array(rows[4:7]), np.array(rows[7]), rows[8]
+        if k.shape != (3, 3) or rotation.shape != (3, 3) or centre.shape != (3,) or len(size) != 2:
+            raise ValueError("expected 9 lines: K (3x3), distortion, R (3x3), centre (3), width height")
+    except (ValueError, IndexError) as err:
+        raise InputError(f"{path}: not a Strecha camera file ({err}); see the format of openMVG's Strecha reader") from err
+    if any(rows[3]):
+        raise InputError(f"{path}: non-zero distortion {rows[3]}; undistort the images first (Strecha's are undistorted)")
+    if abs(k[0, 1]) > 1e-6 * k[0, 0]:
+        raise InputError(f"{path}: skewed pixels (K[0, 1] = {k[0, 1]}) cannot be stored; resample the image without skew")
+    c2w = np.eye(4)
+    c2w[:3, :3], c2w[:3, 3] = rotation, centre
+    return c2w, np.array([k[0, 0], k[1, 1], k[0, 2], k[1, 2]]), (int(size[0]), int(size[1]))
+
+
+def _import_strecha(src: Path, out: Path, overwrite: bool) -> None:
+    images = list_images(src / "images") if (src / "images").is_dir() else []
+    if not images:
+        raise InputError(f"{src / 'images'}: no images; a Strecha scene holds images/ and cameras/NAME.camera files")
+    cameras = [_read_strecha_camera(src / "cameras" / f"{image.name}.camera") for image in images]
+    sizes = decoded_sizes(images)
+    intrinsics = []
+    for image, (_, k, (width, height)), size in zip(images, cameras, sizes):  # scale to the images on disk
+        intrinsics.append(k * np.array([size[0] / width, size[1] / height] * 2))
+    c2w = rigid(opencv_to_opengl(np.stack([camera[0] for camera in cameras])), src / "cameras")
+    extra = source_info("strecha", src, world="metres, not rescaled or recentred")
+    write_scene(out, images, c2w, np.array(intrinsics), sizes=sizes, extra=extra, overwrite=overwrite,
+                progress="importing images")  # fmt: skip
+    logger.info("strecha: imported %d frames (%dx%d) into %s", len(images), sizes[0, 0], sizes[0, 1], out)

@@ -59,11 +59,11 @@ class DataColmap:
 class DataImport:
     """Import a benchmark scene into a scene folder (transforms.json + images/ + split files)."""
 
-    format: Positional[Literal["llff", "blender", "nerfstudio", "reconfusion", "dtu", "colmap"]]
+    format: Positional[Literal["llff", "blender", "nerfstudio", "reconfusion", "dtu", "colmap", "strecha"]]
     """Source layout: llff (poses_bounds.npy + images_N/), blender (transforms_{train,val,test}.json),
     nerfstudio (nerfstudio / instant-ngp transforms.json), reconfusion (released split folder), dtu
     (pixelNeRF/IDR cameras.npz + image/), colmap (a COLMAP model in sparse/0/ or sparse/, binary or text,
-    beside images/ or images_N/)."""
+    beside images/ or images_N/), strecha (images/ + cameras/NAME.camera)."""
     src: Positional[Annotated[Path, arg(metavar="SRC")]]
     """Source scene folder."""
     out: Positional[Annotated[Path, arg(metavar="OUT")]]

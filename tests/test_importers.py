@@ -419,3 +419,35 @@ def test_reconfusion_needs_split_files(tmp_path):
     shutil.rmtree(src / "images")
     with pytest.raises(InputError, match="listed images are missing"):
         import_scene("reconfusion", src, tmp_path / "out")
+
+
+# ------------------------------------------------------------------------------------------- strecha
+
+
+def _strecha_camera(path, c2w_opencv, k, size):
+    rows = [k[0], k[1], k[2], [0, 0, 0], *c2w_opencv[:3, :3], c2w_opencv[:3, 3], size]
+    path.write_text("".join(" ".join(repr(float(v)) for v in row) + "\n" for row in rows))
+
+
+def test_strecha_cameras_project_like_openmvg(tmp_path):
+    rng = np.random.default_rng(3)
+    src = tmp_path / "strecha"
+    (src / "cameras").mkdir(parents=True)
+    k = np.array([[60.0, 0.0, 40.5], [0.0, 61.0, 30.25], [0.0, 0.0, 1.0]])
+    poses = []
+    for i in range(3):
+        c2w = np.eye(4)
+        c2w[:3, :3], c2w[:3, 3] = _rotation(rng), rng.normal(size=3)
+        poses.append(c2w)
+        _strecha_camera(src / "cameras" / f"{i:04d}.jpg.camera", c2w, k, (160, 120))  # cameras for 2x larger photos
+    _images(src / "images", [f"{i:04d}.jpg" for i in range(3)], width=80, height=60)
+    scene = load_scene(import_scene("strecha", src, tmp_path / "out"))
+    point = rng.normal(size=3) + poses[1][:3, 3] + 3 * poses[1][:3, 2]  # in front of camera 1
+    expected = k @ poses[1][:3, :3].T @ (point - poses[1][:3, 3])  # x ~ K R^T (X - C), at 160x120
+    local = np.linalg.inv(scene.c2w[1]) @ np.append(point, 1.0)  # OpenGL camera: x right, y up, z back
+    fx, fy, cx, cy = scene.intrinsics[1]
+    pixel = [cx + fx * local[0] / -local[2], cy - fy * local[1] / -local[2]]
+    np.testing.assert_allclose(pixel, expected[:2] / expected[2] / 2.0, atol=1e-6)
+    (src / "cameras" / "0002.jpg.camera").unlink()
+    with pytest.raises(InputError, match=r"0002.jpg.camera: camera file missing"):
+        import_scene("strecha", src, tmp_path / "out2")
