@@ -4,8 +4,8 @@ Prints each command before running it, skips scenes already imported (rerun it t
 scene the way `python -m train_prior` does (train_prior.readers.read_scene_folders), and writes a count per source to
 docs/training_data.md. The meshes are rendered with `reconfusion data render-meshes` when --meshes is given.
 
-    .venv/bin/python scripts/import_training_data.py --out data/train-scenes
-    python -m train_prior small --data data/train-scenes ...
+    .venv/bin/python scripts/import_training_data.py --out outputs/train-scenes
+    python -m train_prior small --data outputs/train-scenes ...
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def commands(train: Path, out: Path) -> list[tuple[str, Path, list[str]]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=Path, default=TRAIN, help="the shared training material")
-    parser.add_argument("--out", type=Path, default=REPO / "data" / "train-scenes")
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "train-scenes")
     parser.add_argument("--meshes", action="store_true", help="also render the textured meshes (CPU minutes)")
     parser.add_argument("--report", type=Path, default=REPO / "docs" / "training_data.md")
     args = parser.parse_args()
