@@ -24,25 +24,34 @@ import sys
 from pathlib import Path
 
 FLAG = "--pipeline.model.regularisers."
-OFF = {"coarse-to-fine": "None", "occlusion-weight": "0", "depth-smoothness-weight": "0", "anneal-near-far": "None"}
-ON = {"coarse-to-fine": "0.5", "occlusion-weight": "0.05", "depth-smoothness-weight": "0.1", "anneal-near-far": "0.1"}
-"""Each regulariser's switch, off and on (the weights and schedules are those of FreeNeRF / RegNeRF where they
+OFF = {"coarse-to-fine": {"coarse-to-fine": "None"}, "occlusion": {"occlusion-weight": "0"},
+       "depth-smoothness": {"depth-smoothness-weight": "0"}, "near-far-annealing": {"anneal-near-far": "None"}}
+ON = {"coarse-to-fine": {"coarse-to-fine": "0.5"}, "occlusion": {"occlusion-weight": "0.05"},
+      "depth-smoothness": {"depth-smoothness-weight": "0.1", "depth-smoothness-start-weight": "400"},
+      "near-far-annealing": {"anneal-near-far": "0.1"}}
+"""Each regulariser's settings, off and on (the weights and schedules are those of FreeNeRF / RegNeRF where they
 carry over: see reconfusion/regularisers.py)."""
+CONSTANT_DEPTH_WEIGHT = {"depth-smoothness-weight": "0.1"}
+"""The depth-smoothness weight without RegNeRF's decaying schedule (measured first: too weak to act)."""
 
 
-def arguments(on: tuple[str, ...]) -> str:
-    """ns-train arguments that set every switch, those named in ``on`` on and the others off (explicitly, so
+def arguments(on: tuple[str, ...], depth: dict | None = None) -> str:
+    """ns-train arguments that set every regulariser, those named in ``on`` on and the others off (explicitly, so
     that a variant means the same whatever the preset's defaults are)."""
-    return " ".join(f"{FLAG}{name} {(ON if name in on else OFF)[name]}" for name in OFF)
+    chosen = {name: (ON[name] if name in on else OFF[name]) for name in OFF}
+    if depth is not None and "depth-smoothness" in on:
+        chosen["depth-smoothness"] = depth
+    return " ".join(f"{FLAG}{flag} {value}" for settings in chosen.values() for flag, value in settings.items())
 
 
 VARIANTS = {
     "today": arguments(()),
     "all": arguments(tuple(ON)),
+    "all-constant-depth-weight": arguments(tuple(ON), CONSTANT_DEPTH_WEIGHT),
+    "depth-smoothness": arguments(("depth-smoothness",)),
+    "near-far-annealing": arguments(("near-far-annealing",)),
     "coarse-to-fine": arguments(("coarse-to-fine",)),
-    "occlusion": arguments(("occlusion-weight",)),
-    "depth-smoothness": arguments(("depth-smoothness-weight",)),
-    "near-far-annealing": arguments(("anneal-near-far",)),
+    "occlusion": arguments(("occlusion",)),
 }
 """Variant name -> ns-train arguments."""
 BIN = Path(sys.executable).parent

@@ -284,7 +284,9 @@ class ReconFusionModel(NerfactoModel):
                 size = config.depth_patch_size
                 depth = self.render_outputs(c2w, intrinsics, size, size, nearest)["expected_depth"]
             smoothness = reg.depth_smoothness(depth, self.collider.near_plane)
-            losses["depth_smoothness_loss"] = config.depth_smoothness_weight * smoothness
+            released = reg.progress(self.train_step, self.total_steps, config.depth_smoothness_decay)
+            weight = reg.decayed(config.depth_smoothness_start_weight, config.depth_smoothness_weight, released)
+            losses["depth_smoothness_loss"] = weight * smoothness
         if config.sparse_depth_weight > 0 and self.sparse_depth is not None:
             with random_state_kept(self.device):
                 losses["sparse_depth_loss"] = config.sparse_depth_weight * self._sparse_depth_loss()

@@ -47,6 +47,12 @@ class RegularisersConfig:
     depth range for scenes without contraction) from the near plane (FreeNeRF: the first 10 of 128 samples)."""
     depth_smoothness_weight: float = 0.0
     """Weight of the depth-smoothness loss on patches rendered from unobserved poses (RegNeRF: 0.1); 0: off."""
+    depth_smoothness_start_weight: Optional[float] = None
+    """RegNeRF's schedule: the weight falls geometrically from this one to ``depth_smoothness_weight`` over
+    ``depth_smoothness_decay`` of training (RegNeRF: from 400 to 0.1 over its first 512 steps), so that the
+    geometry is smooth before the photographs' detail is fitted; None: constant."""
+    depth_smoothness_decay: float = 0.1
+    """Fraction of training over which the depth-smoothness weight decays (with a start weight)."""
     depth_patch_size: int = 8
     """Side of each unobserved patch (RegNeRF: 8)."""
     depth_patches: int = 4
@@ -72,7 +78,8 @@ class RegularisersConfig:
         if self.occlusion_weight > 0:
             parts.append(f"occlusion {self.occlusion_weight:g} (first {self.occlusion_fraction:.3g} of each ray)")
         if self.depth_smoothness_weight > 0:
-            parts.append(f"depth smoothness {self.depth_smoothness_weight:g} ({self.depth_patches} unobserved "
+            start = f"from {self.depth_smoothness_start_weight:g} over {self.depth_smoothness_decay:g} of training to " if self.depth_smoothness_start_weight else ""
+            parts.append(f"depth smoothness {start}{self.depth_smoothness_weight:g} ({self.depth_patches} unobserved "
                          f"{self.depth_patch_size}x{self.depth_patch_size} patches a step)")  # fmt: skip
         if self.sparse_depth_weight > 0:
             parts.append(f"sparse depth {self.sparse_depth_weight:g} ({self.sparse_depth_rays} rays a step)")
@@ -85,6 +92,13 @@ def progress(step: int, total_steps: int, fraction: float) -> float:
     """How far (0 to 1) a schedule that ends at ``fraction`` of ``total_steps`` has come at ``step``."""
     horizon = max(fraction * total_steps, 1.0)
     return min(max(step / horizon, 0.0), 1.0)
+
+
+def decayed(start: Optional[float], end: float, released: float) -> float:
+    """A weight falling geometrically from ``start`` to ``end`` as ``released`` goes from 0 to 1 (``end`` without a start)."""
+    if not start:
+        return end
+    return float(start * (end / start) ** released)
 
 
 def level_mask(num_levels: int, start_levels: int, released: float) -> Tensor:

@@ -33,6 +33,12 @@ def test_progress_and_annealed_near_far():
     assert reg.annealed_near_far(0.5, 4.0, 1.5, 0.0, 0.5, True) == pytest.approx((1.0, 2.75))
 
 
+def test_depth_smoothness_weight_decays_as_regnerf_s():
+    assert reg.decayed(None, 0.1, 0.0) == 0.1
+    assert reg.decayed(400.0, 0.1, 0.0) == pytest.approx(400.0) and reg.decayed(400.0, 0.1, 1.0) == pytest.approx(0.1)
+    assert reg.decayed(400.0, 0.1, 0.5) == pytest.approx(np.sqrt(400.0 * 0.1))
+
+
 def test_occlusion_zone_and_depth_smoothness():
     assert reg.occlusion_zone_end(1.0, 3.0, 0.25, linear=True) == pytest.approx(1.5)
     assert reg.occlusion_zone_end(1.0, 1e6, 0.5, linear=False) == pytest.approx(2.0, rel=1e-4)  # half the disparity
