@@ -69,7 +69,7 @@ class ReconFusionModelConfig(NerfactoModelConfig):
     """The sample loss (mode, weight, noise schedule, refresh of the targets, novel cameras)."""
     regularisers: reg.RegularisersConfig = field(default_factory=reg.RegularisersConfig)
     """Sparse-view regularisers shared by the baseline and reconfusion (coarse-to-fine, occlusion, depth
-    smoothness, near/far annealing)."""
+    smoothness, sparse depth, near/far annealing)."""
     reconstruction_loss: Literal["mse", "charbonnier"] = "charbonnier"
     """Photometric loss on the observed rays: the paper's Charbonnier or nerfacto's MSE."""
     charbonnier_epsilon: float = 1e-3
@@ -270,7 +270,7 @@ class ReconFusionModel(NerfactoModel):
             self.collider.near_plane, self.collider.far_plane = near, far
 
     def regulariser_losses(self, outputs: Dict) -> Dict[str, Tensor]:
-        """The weighted occlusion and depth-smoothness terms of a training step."""
+        """The weighted occlusion, depth-smoothness and sparse-depth terms of a training step (those switched on)."""
         config, losses = self.config.regularisers, {}
         if config.occlusion_weight > 0:
             zone = reg.occlusion_zone_end(
