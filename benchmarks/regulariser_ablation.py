@@ -125,6 +125,13 @@ def report(out: Path, output: Path, command: str) -> str:
         fit_s = sum(r["fit_seconds"] for r in runs) / len(runs)
         eval_s = sum(r.get("eval_seconds") or 0.0 for r in runs) / len(runs)
         lines.append(f"| {name} | {len(runs)} | {fit_s:.0f} | {eval_s:.0f} |")
+    lines += ["", "What each loss term weighed (mean of its logged values over the second half of training, over the "
+              "variant's fits whose tensorboard events are still in OUT): a regulariser far below the colour loss "
+              "barely acts.", "", "| variant | " + " | ".join(LOSS_TERMS) + " |", "|---|" + "---|" * len(LOSS_TERMS)]  # fmt: skip
+    for name in ["today", *variants]:
+        means = logged_losses(out / name)
+        if means:
+            lines.append(f"| {name} | " + " | ".join(f"{means[t]:.2g}" if t in means else "-" for t in LOSS_TERMS) + " |")
     plot(results, keys, variants, output.parent / "ablation.png")
     lines += ["", "![mean PSNR per group](ablation.png)", ""]
     copy_results(out, output.parent / "runs")
@@ -132,6 +139,25 @@ def report(out: Path, output: Path, command: str) -> str:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     return text
+
+
+LOSS_TERMS = ("rgb_loss", "depth_smoothness_loss", "occlusion_loss", "sparse_depth_loss")
+
+
+def logged_losses(folder: Path) -> dict[str, float]:
+    """Loss term -> mean over the fits in ``folder`` of its values logged in the second half of training."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    per_term: dict[str, list[float]] = {}
+    for events in folder.glob("runs/*/*-views/baseline/ns/fit/*/run/events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for term in LOSS_TERMS:
+            tag = f"Train Loss Dict/{term}"
+            if tag in accumulator.Tags().get("scalars", []):
+                values = [event.value for event in accumulator.Scalars(tag)]
+                per_term.setdefault(term, []).append(sum(values[len(values) // 2 :]) / max(len(values) - len(values) // 2, 1))
+    return {term: sum(v) / len(v) for term, v in per_term.items()}
 
 
 def plot(results: dict, keys: list, variants: list[str], path: Path) -> None:
