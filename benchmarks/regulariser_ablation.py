@@ -87,13 +87,24 @@ def report(out: Path, output: Path, command: str) -> str:
     today = results.get("today", {})
     variants = [name for name in VARIANTS if name in results and name != "today"]
     keys = sorted(today, key=lambda k: (k[1], results["today"][k]["group"], k[0]))
-    lines = ["# Sparse-view regularisers: ablation", "", "Written by `benchmarks/regulariser_ablation.py`:", "",
-             "```bash", command, "```", "",
+    every = [r for runs in results.values() for r in runs.values()]
+    scenes = sorted({r["source"]["scene"] for r in every if "scene" in r.get("source", {})})
+    settings = every[0]["settings"] if every else {}
+    fits = shlex.join(["python", "benchmarks/regulariser_ablation.py", "--scenes", *scenes, "--variants", "today",
+                       *[v for v in VARIANTS if v in results and v != "today"], "--views",
+                       *map(str, sorted({k[1] for runs in results.values() for k in runs})), "--iterations",
+                       str(settings.get("iterations")), "--max-test-views", str(settings.get("max_test_views")),
+                       "--out", str(out), "--jobs", "2"])  # fmt: skip
+    lines = ["# Sparse-view regularisers: ablation", "", "Written by `benchmarks/regulariser_ablation.py`; the fits "
+             "(resumable, finished ones are skipped), then this report:", "",
+             "```bash", *scene_commands(out), fits, command, "```", "",
              "The baseline (`reconfusion-baseline-cpu`, no prior) with today's settings and with each regulariser "
              "alone, then all together; one seed (42). PSNR in dB at the protocol's resolution (the images' stored "
              "size, column resolution; DTU masked as RegNeRF reports it); each variant's cell is its PSNR and, in "
              "brackets, the difference to today's fit of the same scene. Variants' ns-train arguments:", ""]  # fmt: skip
     lines += [f"- {name}: `{VARIANTS[name]}`" for name in ["today", *variants]]
+    lines += ["", f"Every finished fit's result.json is kept in `{output.parent / 'runs'}`; on a fresh clone, "
+              f"`mkdir -p {out} && cp -r {output.parent / 'runs'}/* {out}/` lets the fitting command skip them."]
     lines += ["", "| scene | group | views | resolution | test views | today | " + " | ".join(variants) + " |",
               "|---|---|---|---|---|---|" + "---|" * len(variants)]  # fmt: skip
     sums: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
@@ -139,6 +150,14 @@ def report(out: Path, output: Path, command: str) -> str:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     return text
+
+
+def scene_commands(out: Path) -> list[str]:
+    """The `reconfusion data` commands that made the scenes, as the benchmark report writes them."""
+    from reconfusion_benchmark.report import data_commands
+    from reconfusion_benchmark.runs import read_result
+
+    return data_commands([read_result(path) for path in sorted(out.glob("*/runs/*/*-views/baseline/result.json"))])
 
 
 LOSS_TERMS = ("rgb_loss", "depth_smoothness_loss", "occlusion_loss", "sparse_depth_loss")
