@@ -1,6 +1,7 @@
 """The bundled prior was never trained on an evaluation scene; priors are compared on the same examples."""
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -11,7 +12,7 @@ from reconfusion.prior import ReconFusionPrior
 from train_prior.evaluation import compare_priors, side_by_side
 from train_prior.model_card import MANIFEST
 
-EVALUATION_SCENES = ("fern", "lego", "scan24", "scan37", "juicebox")
+EVALUATION_SCENES = ("fern", "horns", "trex", "lego", "scan24", "scan37", "juicebox")
 EVALUATION_FOLDERS = ("nerf_llff_data", "nerf_synthetic", "dtu", "captures")
 
 
@@ -26,6 +27,20 @@ def test_bundled_prior_never_trained_on_an_evaluation_scene():
         text = " ".join(str(value) for value in row.values())
         assert not any(name in text for name in EVALUATION_SCENES), row
         assert not any(f"/{folder}/" in text for folder in EVALUATION_FOLDERS), row
+
+
+def test_imported_scenes_name_their_source_and_its_licence(tmp_path):
+    from data_tools.importers import import_scene
+    from reconfusion.scene import load_scene
+    from train_prior.model_card import _provenance
+
+    source = tmp_path / "capture"
+    generated = generate_scenes(tmp_path / "gen", num_scenes=1, num_views=4, resolution=16, layout="object-360", seed=1)[0]
+    shutil.copytree(generated, source)
+    (tmp_path / "LICENSE.md").write_text("CC BY-NC-SA 4.0")  # beside the capture's folder, as a dataset ships it
+    scene = load_scene(import_scene("nerfstudio", source, tmp_path / "imported" / "capture"))
+    origin, licence = _provenance(scene, tmp_path / "imported")
+    assert origin == f"nerfstudio import of {source.resolve()}" and licence == str((tmp_path / "LICENSE.md").resolve())
 
 
 def test_two_priors_are_scored_on_the_same_examples_and_shown_side_by_side(tmp_path):

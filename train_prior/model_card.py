@@ -44,6 +44,11 @@ def _provenance(scene: Scene, root: Path) -> tuple[str, str]:
     if "mesh_render" in header:
         info = header["mesh_render"]
         return f"mesh {info.get('mesh')} ({info.get('generator')})", str(info.get("licence_file") or "not found")
+    imported = header.get("reconfusion_import")
+    if isinstance(imported, dict) and imported.get("source"):  # `reconfusion data import` / `data colmap`: the original
+        original = Path(imported["source"])
+        licence = _licence_near(original, original.parent)
+        return f"{imported.get('format')} import of {original}", licence or "not found beside the source (see where it came from)"
     return str(folder), _licence_near(folder, root) or "not found"
 
 
