@@ -131,7 +131,7 @@ def report(out: Path, output: Path, command: str) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "CPU cost: mean fit seconds (ns-train, 1 thread, 2 fits at a time) and evaluation seconds (ns-eval):", "",
               "| variant | fits | fit s | eval s |", "|---|---|---|---|"]  # fmt: skip
-    for name in ["today", *variants]:
+    for name in [n for n in ["today", *variants] if n in results]:
         runs = list(results[name].values())
         fit_s = sum(r["fit_seconds"] for r in runs) / len(runs)
         eval_s = sum(r.get("eval_seconds") or 0.0 for r in runs) / len(runs)
@@ -143,8 +143,9 @@ def report(out: Path, output: Path, command: str) -> str:
         means = logged_losses(out / name)
         if means:
             lines.append(f"| {name} | " + " | ".join(f"{means[t]:.2g}" if t in means else "-" for t in LOSS_TERMS) + " |")
-    plot(results, keys, variants, output.parent / "ablation.png")
-    lines += ["", "![mean PSNR per group](ablation.png)", ""]
+    if keys:
+        plot(results, keys, variants, output.parent / "ablation.png")
+        lines += ["", "![mean PSNR per group](ablation.png)", ""]
     copy_results(out, output.parent / "runs")
     text = "\n".join(lines)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ from data_tools.colmap import import_colmap_model
 from data_tools.dtu import import_dtu
 from data_tools.import_common import check_out, decoded_sizes, list_images, load_source, rigid, source_info
 from reconfusion.cameras import focal_from_fov, llff_to_opengl, opencv_to_opengl
-from reconfusion.files import InputError, atomic_directory, read_image, read_json
+from reconfusion.files import InputError, atomic_directory, has_alpha, read_image, read_json, read_rgba
 from reconfusion.scene import (
     BACKGROUND_KEY,
     BOUNDS_KEY,
@@ -159,7 +159,7 @@ def _import_llff(src: Path, out: Path, downscale: int, overwrite: bool) -> None:
     extra = source_info("llff", src, downscale=downscale, world="LLFF units, not rescaled or recentred")
     extra[BOUNDS_KEY] = bounds.tolist()
     if masks is not None:  # RGBA frames, shown on white
-        images = [np.dstack([read_image(image), read_image(mask).max(axis=-1)]) for image, mask in zip(images, masks)]
+        images = [np.dstack([read_image(image), mask_of(mask)]) for image, mask in zip(images, masks)]
         extra[BACKGROUND_KEY] = list(BACKGROUNDS["white"])
     write_scene(out, images, c2w, intrinsics, sizes=sizes, extra=extra, overwrite=overwrite, progress="importing images")
     logger.info(
@@ -167,6 +167,11 @@ def _import_llff(src: Path, out: Path, downscale: int, overwrite: bool) -> None:
         len(images), sizes[0, 0], sizes[0, 1], image_dir.name,
         f", masks from {masks[0].parent.name} as alpha" if masks else "", out, BOUNDS_KEY,
     )
+
+
+def mask_of(path: Path) -> np.ndarray:
+    """(H, W) in [0, 1] from a mask image: its alpha where it has one, else its brightest channel."""
+    return read_rgba(path)[..., 3] if has_alpha(path) else read_image(path).max(axis=-1)
 
 
 def _llff_masks(src: Path, image_dir: Path, images: list[Path], sizes: np.ndarray) -> list[Path] | None:
@@ -317,7 +322,8 @@ def _rewrite(src: Path, out: Path, format: str, overwrite: bool) -> Scene:
         extra[SUBSETS_KEY] = subsets
     write_scene(
         out, list(scene.image_paths), scene.c2w, scene.intrinsics, sizes=scene.sizes, distortion=scene.distortion,
-        splits=scene.splits, depths=_depths(scene), extra=extra, overwrite=overwrite, progress="importing images",
+        splits=scene.splits, depths=_depths(scene), points=scene.points, extra=extra, overwrite=overwrite,
+        progress="importing images",
     )
     return scene
 

@@ -210,6 +210,7 @@ class ReconFusionModel(NerfactoModel):
         self.train_step = 0
         self.total_steps = 1
         self.patches: Optional[reg.UnobservedPatches] = None
+        self.config.regularisers.check()
         self.hash_levels = self._coarse_to_fine_encoding() if self.config.regularisers.coarse_to_fine else None
         self.sparse_depth = self.kwargs.get("metadata", {}).get(SPARSE_DEPTH_METADATA)
         self.sparse_depth_draws = torch.Generator().manual_seed(0)
@@ -219,9 +220,6 @@ class ReconFusionModel(NerfactoModel):
     def _coarse_to_fine_encoding(self) -> HashEncoding:
         """The field's hash encoding, its output multiplied by per-level weights (all 1 until training sets them;
         a fused tcnn network is rebuilt as encoding + MLP so that the encoding's output can be reached)."""
-        fraction = self.config.regularisers.coarse_to_fine
-        if not 0.0 < fraction <= 1.0:
-            raise InputError(f"--pipeline.model.regularisers.coarse-to-fine {fraction}: must be in (0, 1] (a fraction of training)")
         base = self.field.mlp_base
         if not (isinstance(base.model, torch.nn.Sequential) and isinstance(base.model[0], HashEncoding)):
             encoding = HashEncoding(
@@ -255,8 +253,11 @@ class ReconFusionModel(NerfactoModel):
         return bool(self.config.disable_scene_contraction)
 
     def _scheduled_regularisers(self, step: int) -> None:
-        """Hash levels released and the near/far range at ``step`` of training."""
+        """Hash levels released and the near/far range at ``step`` of training (everything released at the last
+        step, as evaluation sees it, whatever the fractions)."""
         config = self.config.regularisers
+        if step >= self.total_steps - 1:
+            step = self.total_steps
         if self.hash_levels is not None:
             released = reg.progress(step, self.total_steps, config.coarse_to_fine)
             weights = reg.level_mask(self.hash_levels.num_levels, config.coarse_to_fine_start_levels, released)

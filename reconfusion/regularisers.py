@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from reconfusion.cameras import normalize_cameras
+from reconfusion.files import InputError
 from reconfusion.novel_views import detect_layout, nearest_views, sample_novel_cameras
 
 
@@ -69,6 +70,14 @@ class RegularisersConfig:
     (RegNeRF); None: off."""
     anneal_near_far_start: float = 0.5
     """Share of the range (around the middle) sampled at the first step (RegNeRF: 0.5)."""
+
+    def check(self) -> None:
+        """InputError naming the setting when a schedule's fraction of training is outside (0, 1]."""
+        for name in ("coarse_to_fine", "anneal_near_far", "depth_smoothness_decay"):
+            fraction = getattr(self, name)
+            if fraction is not None and not 0.0 < fraction <= 1.0:
+                flag = f"--pipeline.model.regularisers.{name.replace('_', '-')}"
+                raise InputError(f"{flag} {fraction}: must be in (0, 1] (a fraction of training)")
 
     def describe(self) -> str:
         """The regularisers that are on, on one line."""
@@ -123,7 +132,8 @@ def occlusion_penalty(weights: Tensor, starts: Tensor, zone_end: float) -> Tenso
 
 def depth_smoothness(depth: Tensor, near: float) -> Tensor:
     """Mean squared difference of horizontally and vertically neighbouring disparities (near / depth, in
-    (0, 1]) over patches (K, 1, P, P)."""
+    (0, 1]) over patches (K, 1, P, P). The model passes the current near plane: with near/far annealing, the
+    annealed one (larger early on, so the term weighs more while the range is narrow)."""
     disparity = near / depth.clamp(min=near)
     dx = disparity[..., :, 1:] - disparity[..., :, :-1]
     dy = disparity[..., 1:, :] - disparity[..., :-1, :]

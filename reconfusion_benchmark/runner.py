@@ -339,7 +339,7 @@ def scene_copy(scene: Path, folder: Path, max_side: Optional[int], max_test_view
         extra[BOUNDS_KEY] = loaded.bounds.tolist()
     logger.info("%s: writing a copy at %s to fit (%s)", scene, "x".join(map(str, sizes[0])), target)
     write_scene(target, images, loaded.c2w, loaded.intrinsics * factors, sizes=sizes, distortion=loaded.distortion,
-                splits=splits, extra={**extra, PREPARED_KEY: recipe}, overwrite=True)  # fmt: skip
+                splits=splits, points=loaded.points, extra={**extra, PREPARED_KEY: recipe}, overwrite=True)  # fmt: skip
     return target
 
 

@@ -78,6 +78,11 @@ def test_llff_masks_become_alpha(llff_src, tmp_path):
     rgba = scene.rgba(3)
     assert rgba[10, 20, 3] == 1.0 and rgba[25, 20, 3] == 0.0 and rgba[10, 12, 3] == 0.0
     np.testing.assert_allclose(rgba[..., :3], read_image(src / "images_2" / "img03.png"), atol=1 / 255)
+    rgba = np.ones((30, 40, 4), np.float32)  # a mask kept in the alpha channel, over constant colour
+    rgba[..., 3] = 0.0
+    rgba[:10, :, 3] = 1.0
+    write_image(masks / "img04_mask.png", rgba)
+    assert load_scene(import_scene("llff", src, tmp_path / "alpha", downscale=2)).rgba(4)[:, 5, 3].tolist() == [1.0] * 10 + [0.0] * 20
     (masks / "img04_mask.png").unlink()
     with pytest.raises(InputError, match=r"masks_2: 4 masks for 5 images"):
         import_scene("llff", src, tmp_path / "out2", downscale=2)

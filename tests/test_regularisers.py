@@ -92,14 +92,14 @@ def _rays_from(c2w: torch.Tensor, count: int = 256) -> RayBundle:
 def test_coarse_to_fine_fine_levels_carry_no_gradient_early():
     model, c2w = _model(coarse_to_fine=0.5, coarse_to_fine_start_levels=2)
     model.train()
+    model.total_steps = 100
     model._scheduled_regularisers(0)
     encoding = model.hash_levels
     outputs = model(_rays_from(c2w[0]))
     outputs["rgb"].sum().backward()
     grad = encoding.hash_table.grad.view(encoding.num_levels, -1)
     assert grad[:2].abs().sum() > 0 and grad[2:].abs().sum() == 0
-    model.total_steps = 100
-    model._scheduled_regularisers(100)  # released by the end: every level back, as at evaluation
+    model._scheduled_regularisers(50)  # released at half of training: every level back, as at evaluation
     assert encoding.level_weights.tolist() == [1.0] * encoding.num_levels
 
 
@@ -122,6 +122,18 @@ def test_occlusion_penalty_lowers_density_next_to_a_training_camera():
         losses["occlusion_loss"].backward()
         optimiser.step()
     assert density() < 0.5 * before
+
+
+def test_schedules_are_fractions_of_training_and_end_released():
+    from reconfusion.files import InputError
+
+    with pytest.raises(InputError, match=r"anneal-near-far 1.5: must be in \(0, 1\]"):
+        _model(anneal_near_far=1.5)
+    model, _ = _model(coarse_to_fine=1.0, anneal_near_far=1.0)
+    model.total_steps = 600
+    model._scheduled_regularisers(599)  # the last step: trained as evaluation renders
+    assert model.hash_levels.level_weights.tolist() == [1.0] * model.hash_levels.num_levels
+    assert (model.collider.near_plane, model.collider.far_plane) == pytest.approx((0.1, 4.0))
 
 
 def test_depth_smoothness_reaches_the_field_and_annealing_moves_the_collider():
