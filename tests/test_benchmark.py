@@ -407,6 +407,17 @@ def test_scene_copy_is_downscaled_with_fewer_test_views(tiny_scene, tmp_path):
     assert benchmark_runner.fewer_test_views(tuple(range(200)), 25) == tuple(range(0, 200, 8))
 
 
+def test_scene_copy_keeps_the_sparse_points(tiny_scene, tmp_path):
+    from reconfusion.scene import SparsePoints, load_scene, write_scene
+
+    original = load_scene(tiny_scene)
+    points = SparsePoints(np.zeros((2, 3)), np.array([[0, 0], [5, 1], [23, 1]]))
+    with_points = write_scene(tmp_path / "with_points", list(original.image_paths), original.c2w, original.intrinsics,
+                              splits=original.splits, points=points)  # fmt: skip
+    copy = load_scene(benchmark_runner.scene_copy(with_points, tmp_path / "copies", 32, 2))
+    assert copy.points is not None and copy.points.observations.tolist() == [[0, 0], [5, 1], [23, 1]]
+
+
 def test_scene_copy_follows_a_regenerated_split(tiny_scene, tmp_path):
     from reconfusion.scene import load_scene
 
