@@ -129,7 +129,9 @@ def report(out: Path, output: Path, command: str) -> str:
             psnr, lpips = (sum(d[i] for d in diffs) / len(diffs) for i in (0, 1)) if diffs else (0.0, 0.0)
             cells.append(f"{psnr:+.2f} / {lpips:+.3f} ({len(diffs)})" if diffs else "-")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "CPU cost: mean fit seconds (ns-train, 1 thread, 2 fits at a time) and evaluation seconds (ns-eval):", "",
+    lines += ["", "CPU cost: mean wall-clock seconds of a fit (ns-train, 1 thread) and of its evaluation (ns-eval). They "
+              "depend on how many fits shared the cores while they ran (`concurrency` in each result.json counts only "
+              "the fits of one sweep): compare variants only from sweeps run alone.", "",
               "| variant | fits | fit s | eval s |", "|---|---|---|---|"]  # fmt: skip
     for name in [n for n in ["today", *variants] if n in results]:
         runs = list(results[name].values())
@@ -143,9 +145,9 @@ def report(out: Path, output: Path, command: str) -> str:
         means = logged_losses(out / name)
         if means:
             lines.append(f"| {name} | " + " | ".join(f"{means[t]:.2g}" if t in means else "-" for t in LOSS_TERMS) + " |")
-    if keys:
-        plot(results, keys, variants, output.parent / "ablation.png")
-        lines += ["", "![mean PSNR per group](ablation.png)", ""]
+    if sums:
+        plot(sums, variants, output.parent / "ablation.png")
+        lines += ["", "![mean PSNR difference to today per group](ablation.png)", ""]
     copy_results(out, output.parent / "runs")
     text = "\n".join(lines)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -180,26 +182,25 @@ def logged_losses(folder: Path) -> dict[str, float]:
     return {term: sum(v) / len(v) for term, v in per_term.items()}
 
 
-def plot(results: dict, keys: list, variants: list[str], path: Path) -> None:
+def plot(sums: dict[tuple[str, str, int], list[tuple[float, float]]], variants: list[str], path: Path) -> None:
+    """Bars of each variant's mean PSNR difference to today per group (paired by scene)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = sorted({results["today"][k]["group"] for k in keys})
-    names = ["today", *variants]
-    figure, axis = plt.subplots(figsize=(1.6 + 1.3 * len(groups) * len(names) / 4, 3.6))
-    width = 0.8 / len(names)
-    for i, name in enumerate(names):
-        means = []
-        for group in groups:
-            values = [protocol_psnr(results[name][k]) for k in keys if results["today"][k]["group"] == group and k in results[name]]
-            means.append(sum(values) / len(values) if values else float("nan"))
+    groups = sorted({(group, views) for _, group, views in sums})
+    figure, axis = plt.subplots(figsize=(2.0 + 1.2 * len(groups) * max(len(variants), 1) / 3, 3.6))
+    width = 0.8 / max(len(variants), 1)
+    for i, name in enumerate(variants):
+        means = [sum(d for d, _ in sums.get((name, *g), [])) / max(len(sums.get((name, *g), [])), 1)
+                 if sums.get((name, *g)) else float("nan") for g in groups]  # fmt: skip
         axis.bar([g + i * width for g in range(len(groups))], means, width, label=name)
-    axis.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], groups)
-    axis.set_ylabel("PSNR (dB; DTU masked)")
-    axis.set_title("baseline NeRF, 3 views: regularisers")
-    axis.legend(fontsize=7, ncol=2)
+    axis.axhline(0.0, color="black", linewidth=0.8)
+    axis.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], [f"{g} ({v} views)" for g, v in groups])
+    axis.set_ylabel("PSNR - today's (dB; DTU masked)")
+    axis.set_title("baseline NeRF: each variant against today's settings, paired by scene")
+    axis.legend(fontsize=7)
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
