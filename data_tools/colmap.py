@@ -31,7 +31,7 @@ from typing import Literal, TextIO
 import numpy as np
 from tqdm.auto import tqdm
 
-from data_tools.import_common import check_out, source_info
+from data_tools.import_common import check_out, decoded_sizes, source_info
 from reconfusion.cameras import colmap_to_opengl
 from reconfusion.files import IMAGE_SUFFIXES, InputError, read_image, read_json, write_json
 from reconfusion.scene import BOUNDS_KEY, TRANSFORMS, SparsePoints, write_scene
@@ -297,7 +297,7 @@ def import_colmap_model(src: Path, out: Path, *, downscale: int = 1, overwrite: 
             f"{image_dir}: {len(absent)} of the model's {len(names)} photos are missing (e.g. {absent[0]}); "
             "pass the --downscale of the images_N/ folder that holds them all"
         )
-    sizes = {name: tuple(read_image(image_dir / name).shape[1::-1]) for name in names}  # decoded: bad files fail here
+    sizes = dict(zip(names, map(tuple, decoded_sizes([image_dir / name for name in names]))))  # bad files fail here
     made_by = source_info("colmap", src, model=str(model.relative_to(src)) or ".", images=image_dir.name,
                           downscale=downscale, world="COLMAP units, not rescaled or recentred")  # fmt: skip
     result = _write(recon, image_dir, names, out, overwrite, None, made_by, sizes)

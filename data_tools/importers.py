@@ -184,9 +184,9 @@ def _llff_masks(src: Path, image_dir: Path, images: list[Path], sizes: np.ndarra
     if len(masks) != len(images):
         raise InputError(f"{folder}: {len(masks)} masks for {len(images)} images in {image_dir}; they pair in sorted "
                          "order, so give every image one mask (or move the folder away to import without masks)")  # fmt: skip
-    wrong = next((m for m, size in zip(masks, sizes) if tuple(decoded_sizes([m])[0]) != tuple(size)), None)
-    if wrong is not None:
-        raise InputError(f"{wrong}: mask size differs from its image's ({sizes[masks.index(wrong)].tolist()}); "
+    wrong = np.flatnonzero((decoded_sizes(masks) != sizes).any(axis=1))
+    if wrong.size:
+        raise InputError(f"{masks[wrong[0]]}: mask size differs from its image's ({sizes[wrong[0]].tolist()}); "
                          f"resize the masks in {folder.name}/ to the images' size")  # fmt: skip
     return masks
 

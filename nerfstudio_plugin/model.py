@@ -265,7 +265,7 @@ class ReconFusionModel(NerfactoModel):
         if config.anneal_near_far and self.patches is not None:
             released = reg.progress(step, self.total_steps, config.anneal_near_far)
             near, far = reg.annealed_near_far(
-                self.config.near_plane, self.config.far_plane, self.patches.middle_distance(), released,
+                self.config.near_plane, self.config.far_plane, self.patches.middle_distance, released,
                 config.anneal_near_far_start, self._linear_range(),
             )  # fmt: skip
             self.collider.near_plane, self.collider.far_plane = near, far

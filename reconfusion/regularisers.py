@@ -161,6 +161,8 @@ class UnobservedPatches:
         ``sizes`` (N, 2) their (height, width)."""
         self.normalised, self.scale, self.focus = normalize_cameras(c2w.detach().cpu().double().numpy())
         self.layout = detect_layout(self.normalised)
+        self.middle_distance = float(np.linalg.norm(self.normalised[:, :3, 3], axis=-1).mean() / self.scale)
+        """Mean distance (model frame) from the observed cameras to their focus point: the middle of the scene."""
         self.intrinsics, self.sizes = intrinsics.float().cpu(), sizes.long().cpu()
         self.rng = np.random.default_rng(seed)
 
@@ -176,7 +178,3 @@ class UnobservedPatches:
         world = novel.copy()
         world[:, :3, 3] = world[:, :3, 3] / self.scale + self.focus
         return torch.as_tensor(world, dtype=torch.float32), intrinsics, nearest
-
-    def middle_distance(self) -> float:
-        """Mean distance (model frame) from the observed cameras to their focus point: the middle of the scene."""
-        return float(np.linalg.norm(self.normalised[:, :3, 3], axis=-1).mean() / self.scale)

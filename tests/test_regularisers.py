@@ -62,7 +62,7 @@ def test_unobserved_patches_are_windows_of_observed_frames():
     assert (windows[:, 3] <= 30.0).all() and (windows[:, 3] >= 30.0 - 52).all()
     centres = novel[:, :3, 3].numpy()
     assert not np.isclose(centres[:, None], c2w[None, :, :3, 3]).all(-1).any()  # none is an observed pose
-    assert patches.middle_distance() == pytest.approx(np.linalg.norm([2.0, 0.3, 0.0]), rel=0.05)
+    assert patches.middle_distance == pytest.approx(np.linalg.norm([2.0, 0.3, 0.0]), rel=0.05)
 
 
 def _look_at_origin(position: np.ndarray) -> np.ndarray:
