@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Optional, Union
 import tyro
 from tyro.conf import Positional, arg, subcommand
 
+from reconfusion_benchmark.degrade import DegradeConfig
 from reconfusion_benchmark.runs import BenchmarkConfig
 from reconfusion.files import InputError
 
@@ -174,12 +175,24 @@ class DataRenderMeshes:
         )
 
 
+@dataclass(frozen=True)
+class DataDegrade(DegradeConfig):
+    """Fit our NeRF on sparse subsets of scenes and render their held-out views at several stops: the corpus of
+    degraded renderings beside their photographs that the repairing prior trains on (resumable)."""
+
+    def run(self) -> None:
+        from reconfusion_benchmark.degrade import run_degrade
+
+        run_degrade(self)
+
+
 DataCommand = Union[
     Annotated[DataColmap, subcommand("colmap")],
     Annotated[DataImport, subcommand("import")],
     Annotated[DataSplits, subcommand("splits")],
     Annotated[DataSynthetic, subcommand("synthetic")],
     Annotated[DataRenderMeshes, subcommand("render-meshes")],
+    Annotated[DataDegrade, subcommand("degrade")],
 ]
 
 

@@ -102,14 +102,14 @@ def write_image(path: Path, image: np.ndarray) -> None:
     """Write a float image in [0, 1] (H, W, 3), RGBA (H, W, 4) or a uint8 image, atomically."""
     data = image if np.asarray(image).dtype == np.uint8 else to_uint8(image)
     path = Path(path)
-    with _temporary_sibling(path) as tmp:
+    with atomic_file(path) as tmp:
         Image.fromarray(data).save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
 
 
 def write_json(path: Path, payload: Any) -> None:
     """Write JSON atomically."""
     path = Path(path)
-    with _temporary_sibling(path) as tmp:
+    with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2) + "\n")
 
 
@@ -150,7 +150,7 @@ def _in_writable_folder(make_temporary, path: Path, suffix: str):
 
 
 @contextlib.contextmanager
-def _temporary_sibling(path: Path) -> Iterator[Path]:
+def atomic_file(path: Path) -> Iterator[Path]:
     _make_parent(path)
     fd, name = _in_writable_folder(tempfile.mkstemp, path, ".tmp")
     os.close(fd)

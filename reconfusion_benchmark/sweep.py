@@ -121,14 +121,15 @@ def _run_all(config: BenchmarkConfig, fit: Optional[FitFn]) -> list[RunResult]:
 class SweepProgress:
     """Runs done / total with elapsed time and ETA: a rich bar on the terminal and a line in the log per run."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, label: str = "benchmark", unit: str = "runs") -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
         self.total, self.done, self.start = total, 0, time.monotonic()
         self.lock = threading.Lock()
-        self.bar = Progress("benchmark", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), "ETA",
+        self.unit = unit
+        self.bar = Progress(label, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), "ETA",
                             TimeRemainingColumn())  # fmt: skip
-        self.task = self.bar.add_task("runs", total=total)
+        self.task = self.bar.add_task(unit, total=total)
 
     def __enter__(self) -> "SweepProgress":
         self.bar.start()
@@ -148,7 +149,7 @@ class SweepProgress:
                 elapsed = time.monotonic() - self.start
                 remaining = elapsed / self.done * (self.total - self.done)
                 self.bar.advance(self.task)
-            logger.info("progress: %d/%d runs done, %s elapsed, ETA %s", self.done, self.total,
+            logger.info("progress: %d/%d %s done, %s elapsed, ETA %s", self.done, self.total, self.unit,
                         _clock(elapsed), _clock(remaining))  # fmt: skip
 
 

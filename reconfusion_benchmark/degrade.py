@@ -1,0 +1,209 @@
+"""``reconfusion data degrade --scenes SCENE [SCENE ...] --out CORPUS``: the degraded-rendering corpus (:mod:`reconfusion.corpus`).
+
+For every scene and view count, our NeRF (the benchmark's CPU settings, ``reconfusion-baseline-cpu``) is fitted
+on a sparse subset of the views, and every held-out view is rendered at each stop (fits stopped early at the
+first stops, finished at the last). Scenes are copied once into CORPUS/scenes at ``max_side``; the training
+views are the scene's own split where it has one for that count (so the evaluation scenes' protocols hold),
+else spread by farthest-point sampling; every other view is held out (at most ``max_held_out``, evenly strided).
+
+Fits run as child processes (``python -m nerfstudio_plugin.degrade``), ``jobs`` at a time with one thread each;
+finished fits are skipped, so the command resumes where it was stopped. Fits are ordered view count first, so a
+corpus stopped early still covers every scene.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from reconfusion.corpus import CORPUS_FILE, FIT_FILE, fit_folder
+from reconfusion.files import InputError, read_json, write_json
+from reconfusion.scene import Split, load_scene, write_split
+
+logger = logging.getLogger("reconfusion")
+
+
+@dataclass(frozen=True)
+class DegradeConfig:
+    """What ``reconfusion data degrade`` fits and renders."""
+
+    scenes: tuple[Path, ...]
+    """Scene folders, or folders searched for them (every transforms.json below)."""
+    out: Path = Path("outputs/degraded")
+    """The corpus folder (scenes/, fits/, corpus.json); rerun with the same --out to resume."""
+    views: tuple[int, ...] = (3, 6, 9)
+    """Training views of the fits (one fit per scene and count; counts a scene cannot hold are skipped)."""
+    stops: tuple[int, ...] = (150, 300, 600)
+    """Steps after which the held-out views are rendered; the last is the fit's length (the CPU budget, 600)."""
+    max_side: int = 160
+    """Longest image side of the scene copies fitted and rendered (larger scenes are downscaled)."""
+    max_held_out: int = 24
+    """Held-out views rendered per fit (evenly strided over the views not trained on)."""
+    jobs: int = 2
+    """Fits at the same time (one process and one thread each)."""
+    seed: int = 0
+    """Seed of every fit."""
+
+
+@dataclass(frozen=True)
+class PlannedFit:
+    scene: Path
+    """The scene copy in CORPUS/scenes."""
+    views: int
+    folder: Path
+
+    @property
+    def done(self) -> bool:
+        return (self.folder / FIT_FILE).is_file()
+
+
+def find_scenes(paths: tuple[Path, ...]) -> list[Path]:
+    """Scene folders given or found below the given folders, in order; InputError when a name repeats."""
+    found: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_dir():
+            raise InputError(f"{path}: no such folder; give scene folders (transforms.json) or folders holding them")
+        found += [path] if (path / "transforms.json").is_file() else sorted(p.parent for p in path.rglob("transforms.json"))
+    if not found:
+        raise InputError(f"{' '.join(map(str, paths))}: no transforms.json found; import the scenes with reconfusion data import")
+    names: dict[str, Path] = {}
+    for scene in found:
+        if scene.name in names and names[scene.name].resolve() != scene.resolve():
+            raise InputError(f"{scene} and {names[scene.name]}: two scenes named {scene.name!r}; the corpus names fits "
+                             "by folder name, so rename one")  # fmt: skip
+        names[scene.name] = scene
+    return list(dict.fromkeys(names.values()))
+
+
+def corpus_split(scene, views: int, max_held_out: int) -> Split:
+    """The scene's own training views for ``views`` where it has that split, else farthest-point ones; every
+    other view held out (at most ``max_held_out``, evenly strided)."""
+    from data_tools.splits import auto_split
+    from reconfusion_benchmark.runner import fewer_test_views
+
+    train = scene.splits[views].train_ids if views in scene.splits else auto_split(scene.c2w[:, :3, 3], views).train_ids
+    rest = tuple(i for i in range(len(scene)) if i not in set(train))
+    return Split(tuple(train), fewer_test_views(rest, max_held_out))
+
+
+def copy_scene(scene: Path, config: DegradeConfig) -> Path:
+    """The scene at ``max_side`` in CORPUS/scenes with one corpus split per view count it can hold."""
+    from reconfusion_benchmark.runner import scene_copy
+
+    target = Path(config.out) / "scenes" / scene.name
+    copy = scene_copy(scene, target.parent, config.max_side)
+    if copy.resolve() != target.resolve() and not (target / "transforms.json").is_file():
+        shutil.copytree(copy, target, ignore=shutil.ignore_patterns("train_test_split_*.json"))
+    loaded = load_scene(scene)
+    for views in config.views:
+        try:
+            split = corpus_split(loaded, views, config.max_held_out)
+        except InputError as err:
+            logger.info("%s: no %d-view fit (%s)", scene, views, err)
+            continue
+        if split.test_ids:
+            write_split(target, views, split, "degrade")
+    for stale in set(load_scene(target).splits) - set(config.views):
+        (target / f"train_test_split_{stale}.json").unlink()
+    return target
+
+
+def plan_fits(config: DegradeConfig) -> list[PlannedFit]:
+    """Every (scene copy, views) fit, view count first; scenes too small for a count are left out of it."""
+    if not config.stops or min(config.stops) < 1:
+        raise InputError(f"--stops {' '.join(map(str, config.stops))}: give one or more positive step counts")
+    copies = [copy_scene(scene, config) for scene in find_scenes(config.scenes)]
+    splits = {copy: load_scene(copy).splits for copy in copies}
+    return [PlannedFit(copy, views, fit_folder(config.out, copy.name, views))
+            for views in config.views for copy in copies if views in splits[copy]]  # fmt: skip
+
+
+def fit_command(fit: PlannedFit, config: DegradeConfig) -> list[str]:
+    return [sys.executable, "-m", "nerfstudio_plugin.degrade", str(fit.scene), str(fit.folder), "--views",
+            str(fit.views), "--stops", *map(str, config.stops), "--seed", str(config.seed)]  # fmt: skip
+
+
+def run_degrade(config: DegradeConfig) -> dict:
+    """Plan, run the unfinished fits, and write CORPUS/corpus.json; returns its contents."""
+    from reconfusion_benchmark.runner import child_environment, run_child
+    from reconfusion_benchmark.runs import BenchmarkConfig
+    from reconfusion_benchmark.sweep import SweepProgress
+
+    out = Path(config.out)
+    fits = plan_fits(config)
+    pending = [fit for fit in fits if not fit.done]
+    logger.info("%s: %d fits planned over %d scenes, %d finished, %d to run (%d at a time)", out, len(fits),
+                len({f.scene for f in fits}), len(fits) - len(pending), len(pending), config.jobs)  # fmt: skip
+    env = child_environment(BenchmarkConfig(threads=1), "cpu")
+    failed: list[PlannedFit] = []
+    start, made = time.monotonic(), [0]
+
+    def attempt(fit: PlannedFit) -> None:
+        with progress.counting():
+            log = out / "logs" / f"{fit.scene.name}_{fit.views}-views.log"
+            result = run_child(fit_command(fit, config), log, env)
+            if result.returncode != 0 or not fit.done:
+                failed.append(fit)
+                logger.error("%s: the fit failed (exit %d); see %s", fit.folder, result.returncode, log)
+                return
+            meta = read_json(fit.folder / FIT_FILE)
+            made[0] += len(meta["held_out_ids"]) * len(meta["stops"])
+            hours = (time.monotonic() - start) / 3600
+            logger.info("%s: %d held-out views x %d stops, PSNR %s, %.0f s; %d examples made, %.0f per hour",
+                        fit.folder, len(meta["held_out_ids"]), len(meta["stops"]), meta["psnr_at_stop"],
+                        meta["seconds"], made[0], made[0] / max(hours, 1e-9))  # fmt: skip
+
+    progress = SweepProgress(len(pending), label="degrade", unit="fits")
+    with progress, ThreadPoolExecutor(max_workers=max(config.jobs, 1)) as pool:
+        list(pool.map(attempt, pending))
+    summary = summarise(config, fits)
+    write_json(out / CORPUS_FILE, summary)
+    logger.info("%s: %d fits finished, %d examples from %d scenes, %.2f CPU-hours in the fits, %.0f examples per "
+                "CPU-hour", out / CORPUS_FILE, summary["fits_finished"], summary["examples"], summary["scenes"],
+                summary["cpu_hours"], summary["examples_per_cpu_hour"])  # fmt: skip
+    if failed:
+        raise InputError(f"{len(failed)} of {len(pending)} fits failed (first: {failed[0].folder}, see "
+                         f"{out / 'logs'}); the others are saved - run the same command again to retry")  # fmt: skip
+    return summary
+
+
+def summarise(config: DegradeConfig, fits: list[PlannedFit]) -> dict:
+    """corpus.json: the command, and per finished fit its scene, views, examples, seconds and PSNR per stop."""
+    finished = [{"scene": fit.scene.name, "views": fit.views, **_fit_summary(read_json(fit.folder / FIT_FILE))}
+                for fit in fits if fit.done]  # fmt: skip
+    seconds = sum(f["seconds"] for f in finished)
+    examples = sum(f["examples"] for f in finished)
+    return {
+        "command": command_line(config),
+        "settings": {k: (list(map(str, v)) if k == "scenes" else (str(v) if isinstance(v, Path) else v))
+                     for k, v in asdict(config).items()},  # fmt: skip
+        "fits_planned": len(fits), "fits_finished": len(finished), "scenes": len({f["scene"] for f in finished}),
+        "examples": examples, "cpu_hours": round(seconds / 3600, 3),  # of the fits' processes, start-up included
+        "examples_per_cpu_hour": round(examples / max(seconds / 3600, 1e-9), 1),
+        "written": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "fits": finished,
+    }  # fmt: skip
+
+
+def _fit_summary(meta: dict) -> dict:
+    return {"examples": len(meta["held_out_ids"]) * len(meta["stops"]), "seconds": meta["cpu_seconds"],
+            "psnr_at_stop": meta["psnr_at_stop"]}  # fmt: skip
+
+
+def command_line(config: DegradeConfig) -> str:
+    defaults = DegradeConfig(scenes=())
+    words = ["reconfusion", "data", "degrade", "--scenes", *map(str, config.scenes), "--out", str(config.out)]
+    for name in ("views", "stops", "max_side", "max_held_out", "jobs", "seed"):
+        value = getattr(config, name)
+        if value != getattr(defaults, name):
+            words += [f"--{name.replace('_', '-')}", *(map(str, value) if isinstance(value, tuple) else [str(value)])]
+    return shlex.join(words)
+
