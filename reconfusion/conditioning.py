@@ -48,6 +48,8 @@ class PriorCondition:
     """PixelNeRF RGB at latent resolution."""
     null_features: Float[Tensor, "B C h w"] | None = None
     """f with every observed view dropped (zeroed images): guidance's unconditional branch."""
+    rendering: Float[Tensor, "B c h w"] | None = None
+    """Scaled latent of the rendering being repaired (a repairing prior only; both branches of guidance see it)."""
 
 
 def null_tokens(tokens: Float[Tensor, "B V D"], dropped: Bool[Tensor, "B"]) -> Float[Tensor, "B V D"]:

@@ -16,7 +16,7 @@ pure noise in few steps); the ``sd`` preset keeps the base model's schedule and 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -46,6 +46,15 @@ class PriorConfig:
     """Probability that an example's observed views are dropped in training (classifier-free guidance)."""
     base_model: str | None = None
     """The Stable Diffusion folder or hub id the U-Net and VAE came from (None: trained from scratch)."""
+    repairs: bool = False
+    """A repairing prior: the U-Net also takes the latent of the rendering being repaired (concatenated) and
+    predicts the photograph's latent as the rendering's plus a residual; it is trained on renderings noised to t,
+    as the sample loss noises them, rather than on noised photographs."""
+    max_noise: float = 1.0
+    """Training timesteps are drawn from the first ``max_noise`` of the schedule (the range the sample loss uses)."""
+    min_snr_gamma: float = 0.0
+    """Min-SNR-gamma loss weighting (Hang et al. 2023): min(SNR, gamma) / gamma on the photograph's latent, the
+    v-prediction form min(SNR, gamma) / (SNR + 1) written for x0 (up to the constant gamma); 0: unweighted."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +142,7 @@ def build_tiny_unet(preset: TinyPreset, latent_size: int) -> UNet2DConditionMode
     up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (blocks - 1)
     return UNet2DConditionModel(
         sample_size=latent_size,
-        in_channels=preset.latent_channels + preset.feature_channels,
+        in_channels=preset.latent_channels * (2 if preset.prior.repairs else 1) + preset.feature_channels,
         out_channels=preset.latent_channels,
         down_block_types=down,
         up_block_types=up,
@@ -160,6 +169,9 @@ SMALL_PRESET = TinyPreset(
     image_encoder_channels=(32, 64, 128, 128), prior=PriorConfig(preset="small"),
 )  # fmt: skip
 """The ``small`` preset: 128x128 images on the bundled pretrained TAEF2 autoencoder (16x16x32 latents)."""
+REPAIR_PRESET = replace(SMALL_PRESET, prior=PriorConfig(preset="repair", repairs=True, max_noise=0.7, min_snr_gamma=5.0))
+"""The ``repair`` preset: the small architecture repairing renderings (see ``PriorConfig.repairs``), trained at
+t <= 0.7 (the annealed sample loss's range) with min-SNR-5 weighting."""
 
 
 def build_small_components(preset: TinyPreset = SMALL_PRESET) -> dict:
@@ -263,10 +275,12 @@ def check_components(pixelnerf, image_encoder, unet, vae, scheduler, config: Pri
     """What does not fit together, one phrase per problem (empty when the prior is consistent)."""
     problems = []
     latent, features = vae.config.latent_channels, pixelnerf.config.feature_channels
-    if unet.config.in_channels != latent + features:
+    rendering = latent if config.repairs else 0
+    if unet.config.in_channels != latent + features + rendering:
         problems.append(
             f"unet in_channels={unet.config.in_channels} but vae latent_channels={latent} + "
-            f"pixelnerf feature_channels={features} = {latent + features}"
+            f"pixelnerf feature_channels={features}" + (f" + the rendering's latent {latent}" if rendering else "")
+            + f" = {latent + features + rendering}"
         )
     if unet.config.out_channels != latent:
         problems.append(f"unet out_channels={unet.config.out_channels} but vae latent_channels={latent}")
@@ -284,6 +298,8 @@ def check_components(pixelnerf, image_encoder, unet, vae, scheduler, config: Pri
         problems.append(f"scheduler prediction_type={scheduler.config.prediction_type!r} not in {PREDICTION_TYPES}")
     if not 0.0 <= config.condition_dropout <= 1.0:
         problems.append(f"condition_dropout={config.condition_dropout} is not a probability")
+    if not 0.0 < config.max_noise <= 1.0 or config.min_snr_gamma < 0.0:
+        problems.append(f"max_noise={config.max_noise} must be in (0, 1] and min_snr_gamma={config.min_snr_gamma} >= 0")
     if not 0.0 <= config.near < config.far:
         problems.append(f"near={config.near}, far={config.far}: need 0 <= near < far")
     for name, module in (("pixelnerf", pixelnerf), ("image_encoder", image_encoder), ("unet", unet), ("vae", vae),

@@ -42,6 +42,7 @@ from reconfusion.taef2 import TAEF2
 from reconfusion.files import read_json
 from reconfusion.presets import (
     COMPONENT_CLASSES,
+    REPAIR_PRESET,
     SMALL_PRESET,
     PriorConfig,
     StableDiffusionPreset,
@@ -77,6 +78,8 @@ class PriorBatch:
     """Near depth of PixelNeRF rays per example."""
     far: Float[Tensor, "B"]
     """Far depth of PixelNeRF rays per example."""
+    rendering: Float[Tensor, "B 3 R R"] | None = None
+    """The rendering of the target view to repair, aligned with target_image (a repairing prior only)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,16 @@ class PriorLosses:
     """The diffusion timesteps drawn."""
     pixelnerf_rgb: Float[Tensor, "B 3 h w"]
     """PixelNeRF's RGB at latent resolution (detached), for logging."""
+
+
+def min_snr_weight(alpha_bar: Tensor, gamma: float, prediction_type: str) -> Tensor:
+    """Min-SNR-gamma weights (Hang et al. 2023) of a loss on the given prediction type: min(SNR, gamma) over
+    SNR + 1 (v), SNR (epsilon) or gamma (sample, so that low noise weighs 1); ones when gamma is 0."""
+    if gamma <= 0:
+        return torch.ones_like(alpha_bar)
+    snr = alpha_bar / (1 - alpha_bar)
+    scale = {"v_prediction": snr + 1, "epsilon": snr, "sample": torch.full_like(snr, gamma)}[prediction_type]
+    return snr.clamp(max=gamma) / scale
 
 
 class ReconFusionPrior(nn.Module):
@@ -125,17 +138,19 @@ class ReconFusionPrior(nn.Module):
     @classmethod
     def from_preset(cls, name: str = "tiny", **kwargs) -> ReconFusionPrior:
         """``"tiny"`` (kwargs: ``preset=TinyPreset(...)``, ``vae=trained AutoencoderKL``), ``"small"`` (128 px
-        on the bundled pretrained TAEF2 autoencoder) or ``"sd"`` (kwargs as :meth:`from_stable_diffusion`)."""
+        on the bundled pretrained TAEF2 autoencoder), ``"repair"`` (the small one repairing renderings) or ``"sd"``
+        (kwargs as :meth:`from_stable_diffusion`)."""
         if name == "tiny":
             preset = kwargs.pop("preset", TinyPreset())
             config = dataclasses.replace(preset.prior, resolution=preset.resolution, preset="tiny")
             return cls(**build_tiny_components(preset, **kwargs), config=config)
-        if name == "small":
-            config = dataclasses.replace(SMALL_PRESET.prior, resolution=SMALL_PRESET.resolution, preset="small")
-            return cls(**build_small_components(), config=config)
+        if name in ("small", "repair"):
+            preset = SMALL_PRESET if name == "small" else REPAIR_PRESET
+            config = dataclasses.replace(preset.prior, resolution=preset.resolution, preset=name)
+            return cls(**build_small_components(preset), config=config)
         if name == "sd":
             return cls.from_stable_diffusion(**kwargs)
-        raise ValueError(f"unknown prior preset {name!r}; choose 'tiny', 'small' or 'sd'")
+        raise ValueError(f"unknown prior preset {name!r}; choose 'tiny', 'small', 'repair' or 'sd'")
 
     @classmethod
     def from_stable_diffusion(
@@ -234,12 +249,16 @@ class ReconFusionPrior(nn.Module):
         with_null: bool = False,
         stratified: bool | None = None,
         generator: torch.Generator | None = None,
+        rendering: Float[Tensor, "B 3 R R"] | None = None,
     ) -> PriorCondition:
         """PixelNeRF features and image tokens for target cameras given at the prior's resolution.
 
         ``dropped`` examples get zeroed images and null tokens; ``with_null`` also renders the
         all-dropped features for guidance. ``stratified`` PixelNeRF samples default to training mode.
+        A repairing prior needs the ``rendering`` to repair (images in [0, 1] at the prior's resolution).
         """
+        if self.config.repairs and rendering is None:
+            raise ValueError("this prior repairs renderings: pass the rendering of the target view")
         images = stack_views(observed_images).to(self.device, self.dtype)
         check_views(images, observed_c2w, observed_intrinsics, target_c2w, target_intrinsics)
         batch = images.shape[0]
@@ -265,26 +284,54 @@ class ReconFusionPrior(nn.Module):
             tokens=tokens,
             rgb=rendered.rgb[:batch],
             null_features=features[batch:] if with_null else None,
+            rendering=self.encode_images(rendering.to(self.device)) if self.config.repairs else None,
         )
 
     def unet_output(
-        self, noisy_latents: Tensor, timesteps: Tensor, features: Tensor, tokens: Tensor
+        self, noisy_latents: Tensor, timesteps: Tensor, features: Tensor, tokens: Tensor, rendering: Tensor | None = None
     ) -> Float[Tensor, "B c h w"]:
-        """The U-Net's raw prediction (epsilon, v or sample: the scheduler's prediction type)."""
-        inputs = torch.cat([noisy_latents.to(self.dtype), features.to(self.dtype)], dim=1)
-        return self.unet(inputs, timesteps, encoder_hidden_states=tokens.to(self.dtype)).sample
+        """The prediction (epsilon, v or sample: the scheduler's prediction type); a repairing prior's is the one
+        that denoises to :meth:`repaired_latents`."""
+        if self.config.repairs:
+            clean = self.repaired_latents(noisy_latents, timesteps, features, tokens, rendering)
+            return self._prediction_of(noisy_latents, timesteps, clean)
+        return self._unet(noisy_latents, timesteps, features, tokens)
+
+    def repaired_latents(
+        self, noisy_latents: Tensor, timesteps: Tensor, features: Tensor, tokens: Tensor, rendering: Tensor
+    ) -> Float[Tensor, "B c h w"]:
+        """A repairing prior's prediction of the photograph's latent: the rendering's latent plus the U-Net's
+        residual (the U-Net sees the noisy latent, PixelNeRF's features and the rendering's latent)."""
+        return rendering.to(self.dtype) + self._unet(noisy_latents, timesteps, features, tokens, rendering)
+
+    def _unet(self, noisy_latents: Tensor, timesteps: Tensor, features: Tensor, tokens: Tensor,
+              rendering: Tensor | None = None) -> Tensor:  # fmt: skip
+        inputs = [noisy_latents, features] + ([] if rendering is None else [rendering])
+        return self.unet(torch.cat([x.to(self.dtype) for x in inputs], dim=1), timesteps,
+                         encoder_hidden_states=tokens.to(self.dtype)).sample  # fmt: skip
+
+    def _prediction_of(self, noisy_latents: Tensor, timesteps: Tensor, clean: Tensor) -> Tensor:
+        """The output in the scheduler's prediction type that denoises ``noisy_latents`` to ``clean``."""
+        a = self.scheduler.alphas_cumprod.to(clean.device)[timesteps].view(-1, 1, 1, 1).to(clean.dtype)
+        if self.prediction_type == "sample":
+            return clean
+        if self.prediction_type == "epsilon":
+            return (noisy_latents - a.sqrt() * clean) / (1 - a).sqrt()
+        return (a.sqrt() * noisy_latents - clean) / (1 - a).sqrt()
 
     def guided_output(
         self, noisy_latents: Tensor, timesteps: Tensor, conditioning: PriorCondition, guidance_scale: float
     ) -> Float[Tensor, "B c h w"]:
         """Classifier-free guidance: out_uncond + s * (out_cond - out_uncond) (s = 1: conditional only)."""
+        rendering = conditioning.rendering
         if guidance_scale == 1.0:
-            return self.unet_output(noisy_latents, timesteps, conditioning.features, conditioning.tokens)
+            return self.unet_output(noisy_latents, timesteps, conditioning.features, conditioning.tokens, rendering)
         if conditioning.null_features is None:
             raise ValueError("guidance needs the unconditional features: build the condition with with_null=True")
         features = torch.cat([conditioning.null_features, conditioning.features])
         tokens = torch.cat([torch.zeros_like(conditioning.tokens), conditioning.tokens])
-        both = self.unet_output(torch.cat([noisy_latents] * 2), torch.cat([timesteps] * 2), features, tokens)
+        both = self.unet_output(torch.cat([noisy_latents] * 2), torch.cat([timesteps] * 2), features, tokens,
+                                None if rendering is None else torch.cat([rendering] * 2))  # fmt: skip
         uncond, cond = both.chunk(2)
         return uncond + guidance_scale * (cond - uncond)
 
@@ -303,7 +350,10 @@ class ReconFusionPrior(nn.Module):
         return self.loss(batch, generator)
 
     def loss(self, batch: PriorBatch, generator: torch.Generator | None = None) -> PriorLosses:
-        """L_diff + lambda * L_PixelNeRF on one batch; each example's views dropped with the set rate."""
+        """L_diff + lambda * L_PixelNeRF on one batch; each example's views dropped with the set rate.
+
+        Timesteps are drawn from the first ``max_noise`` of the schedule. A repairing prior noises the batch's
+        rendering (not the photograph) to t and is scored on the photograph's latent it predicts."""
         target = batch.target_image.to(self.device, self.dtype)
         if tuple(target.shape[1:]) != (3, self.resolution, self.resolution):
             expected = (3, self.resolution, self.resolution)
@@ -313,18 +363,29 @@ class ReconFusionPrior(nn.Module):
         cond = self.condition(
             batch.observed_images, batch.observed_c2w, batch.observed_intrinsics, batch.target_c2w,
             batch.target_intrinsics, near=batch.near, far=batch.far, dropped=dropped, generator=generator,
+            rendering=batch.rendering,
         )  # fmt: skip
         with torch.no_grad():
             posterior = self.vae.encode(target * 2.0 - 1.0).latent_dist
-            latents = posterior.sample(generator) * self.vae.config.scaling_factor
+            drawn_latents = posterior.mean if self.config.repairs else posterior.sample(generator)  # as the rendering's
+            latents = drawn_latents * self.vae.config.scaling_factor
         noise = randn_tensor(latents.shape, generator=generator, device=self.device, dtype=latents.dtype)
         steps = self.scheduler.config.num_train_timesteps
-        timesteps = (uniform((size,), generator, self.device) * steps).long().clamp(max=steps - 1)
-        noisy = self.scheduler.add_noise(latents, noise, timesteps)
-        goal = noise if self.prediction_type == "epsilon" else self.scheduler.get_velocity(latents, noise, timesteps)
-        if self.prediction_type == "sample":
-            goal = latents
-        diffusion = F.mse_loss(self.unet_output(noisy, timesteps, cond.features, cond.tokens).float(), goal.float())
+        drawn = uniform((size,), generator, self.device) * self.config.max_noise * steps
+        timesteps = drawn.long().clamp(max=steps - 1)
+        start = latents if cond.rendering is None else cond.rendering.detach()
+        noisy = self.scheduler.add_noise(start, noise, timesteps)
+        alpha_bar = self.scheduler.alphas_cumprod.to(self.device)[timesteps].view(-1, 1, 1, 1)
+        if self.config.repairs:  # scored on the photograph's latent it predicts
+            repaired = self.repaired_latents(noisy, timesteps, cond.features, cond.tokens, cond.rendering)
+            error = repaired.float() - latents.float()
+        else:
+            output = self.unet_output(noisy, timesteps, cond.features, cond.tokens).float()
+            goal = noise if self.prediction_type == "epsilon" else self.scheduler.get_velocity(latents, noise, timesteps)
+            error = output - (latents if self.prediction_type == "sample" else goal).float()
+        kind = "sample" if self.config.repairs else self.prediction_type
+        weight = min_snr_weight(alpha_bar, self.config.min_snr_gamma, kind)
+        diffusion = (weight.float() * error.pow(2)).mean()
         small = F.interpolate(target.float(), size=cond.rgb.shape[-2:], mode="area")
         per_example = ((cond.rgb.float() - small) ** 2).mean(dim=(1, 2, 3))
         kept = (~dropped).float()
@@ -356,7 +417,10 @@ class ReconFusionPrior(nn.Module):
         far: float | Tensor | None = None,
     ) -> Float[Tensor, "B 3 R R"]:
         """Images at the target cameras: ``init_images`` noised to ``t_start`` (a fraction of the training
-        timesteps; 1 = pure noise, the init ignored), then ``num_steps`` DDIM steps to 0 with guidance."""
+        timesteps; 1 = pure noise, the init ignored), then ``num_steps`` DDIM steps to 0 with guidance. A
+        repairing prior is also conditioned on ``init_images``, the renderings it repairs."""
+        if self.config.repairs and init_images is None:
+            raise ValueError("this prior repairs renderings: pass them as init_images")
         images = stack_views(observed_images)
         batch = images.shape[0]
         start = torch.as_tensor(t_start, dtype=torch.float64, device=self.device).flatten()
@@ -375,6 +439,7 @@ class ReconFusionPrior(nn.Module):
         cond = self.condition(
             images, observed_c2w, observed_intrinsics, target_c2w, target_intrinsics,
             near=near, far=far, with_null=guidance_scale != 1.0, stratified=False,
+            rendering=init_images if self.config.repairs else None,
         )  # fmt: skip
         alphas = self.sampler.alphas_cumprod.to(self.device)
         final = torch.as_tensor(self.sampler.final_alpha_cumprod, device=self.device).expand(batch)
