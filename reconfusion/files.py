@@ -113,6 +113,13 @@ def write_json(path: Path, payload: Any) -> None:
         tmp.write_text(json.dumps(payload, indent=2) + "\n")
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write text atomically."""
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+
+
 def read_json(path: Path) -> Any:
     path = Path(path)
     if not path.is_file():

@@ -32,6 +32,8 @@ IMPORT_KEY = "reconfusion_import"
 """transforms.json key where `reconfusion data import` records the source format."""
 SYNTHETIC_KEY = "synthetic"
 """transforms.json key where `reconfusion data synthetic` records the generator's settings."""
+MESH_KEY = "mesh_render"
+"""transforms.json key where `reconfusion data render-meshes` records the mesh and its licence."""
 PREPARED_KEY = "reconfusion_benchmark_copy"
 """transforms.json key of a scene copy made by the benchmark (downscaled and/or fewer test views)."""
 NS_EXPERIMENT, NS_TIMESTAMP = "fit", "run"
@@ -334,7 +336,7 @@ def scene_copy(scene: Path, folder: Path, max_side: Optional[int], max_test_view
     images = [_resized(read(i), tuple(sizes[i])) for i in range(len(loaded))]
     factors = np.concatenate([sizes / loaded.sizes, sizes / loaded.sizes], axis=1)  # fx, fy, cx, cy
     meta = read_json(loaded.root / "transforms.json")
-    extra = {k: meta[k] for k in (IMPORT_KEY, SYNTHETIC_KEY, BACKGROUND_KEY) if k in meta}
+    extra = {k: meta[k] for k in (IMPORT_KEY, SYNTHETIC_KEY, MESH_KEY, BACKGROUND_KEY) if k in meta}
     if loaded.bounds is not None:
         extra[BOUNDS_KEY] = loaded.bounds.tolist()
     logger.info("%s: writing a copy at %s to fit (%s)", scene, "x".join(map(str, sizes[0])), target)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from data_tools.synthetic import generate_scenes
 from reconfusion.corpus import FIT_FILE, load_fit, read_corpus, stop_file, write_renders
@@ -85,3 +86,83 @@ def test_degrade_fits_renders_every_held_out_view_at_every_stop_and_resumes(scen
     stamp = (fit.folder / FIT_FILE).stat().st_mtime_ns
     assert run_degrade(config)["fits_finished"] == 1
     assert (fit.folder / FIT_FILE).stat().st_mtime_ns == stamp  # not fitted again
+
+
+def test_degraded_examples_pair_the_rendering_with_its_photograph_and_the_nearest_training_views(scenes, tmp_path):
+    from train_prior.datasets import DegradedDataset, Mixture, MultiviewDataset, WeightedSource
+
+    corpus = fake_corpus(scenes, tmp_path)
+    dataset = DegradedDataset(read_corpus(corpus), resolution=16, seed=3)
+    item, again = dataset[7], dataset[7]
+    assert all(torch.equal(item[k], again[k]) for k in item)  # a function of (seed, index)
+    assert item["rendering"].shape == item["target_image"].shape == (3, 16, 16)
+    assert item["observed_images"].shape == (3, 3, 16, 16)
+    described = dataset.describe(7)
+    fit = load_fit(corpus / "fits" / described["scene"] / "3-views")
+    assert described["view"] in fit.held_out_ids and described["stop"] in fit.stops
+    # the fake renderings are the photographs darkened by half: the crop is shared
+    assert float((item["rendering"] - item["target_image"] * 0.5).abs().mean()) < 0.01
+    scenes_only = MultiviewDataset([WeightedSource([fit.scene])], resolution=16, synthetic_renderings=True)
+    mixed = Mixture([dataset, scenes_only], [1.0, 1.0], seed=0)
+    assert {tuple(mixed[i]) == tuple(item) for i in range(8)} == {True}
+    assert not torch.equal(scenes_only[0]["rendering"], scenes_only[0]["target_image"])
+
+
+def fake_corpus(scenes: Path, tmp_path: Path) -> Path:
+    """A corpus whose 'renderings' are the held-out photographs at half brightness (no NeRF needed)."""
+    config = DegradeConfig(scenes=(scenes,), out=tmp_path / "corpus", views=(3,), stops=(5, 10), max_held_out=4)
+    for fit in plan_fits(config):
+        scene = load_scene(fit.scene)
+        split = scene.split(3)
+        photos = np.stack([scene.image(v) for v in split.test_ids])
+        for stop in config.stops:
+            write_renders(stop_file(fit.folder, stop), split.test_ids, (photos * 0.5 * 255 + 0.5).astype(np.uint8),
+                          np.ones(photos.shape[:3]))  # fmt: skip
+        write_json(fit.folder / FIT_FILE, {"format": "reconfusion-degraded/1", "scene": "../../../scenes/" + scene.root.name,
+                                           "views": 3, "train_ids": list(split.train_ids),
+                                           "held_out_ids": list(split.test_ids), "stops": [5, 10], "iterations": 10})  # fmt: skip
+    return config.out
+
+
+def test_restoration_is_scored_against_the_rendering_given(scenes, tmp_path):
+    from reconfusion.presets import PriorConfig
+    from test_prior import MICRO
+    from reconfusion.prior import ReconFusionPrior
+    from train_prior.evaluation import evaluate_restoration, restoration_table
+
+    import dataclasses
+
+    torch.manual_seed(0)
+    prior = ReconFusionPrior.from_preset("tiny", preset=dataclasses.replace(MICRO, prior=PriorConfig(repairs=True)))
+    torch.nn.init.zeros_(prior.unet.conv_out.weight)
+    torch.nn.init.zeros_(prior.unet.conv_out.bias)
+    rows = evaluate_restoration(prior, fake_corpus(scenes, tmp_path), ts=(0.3,), examples=4, batch_size=2,
+                                num_steps=2, sheet=tmp_path / "sheet.png")  # fmt: skip
+    overall = rows[0]
+    assert overall.source == "all" and overall.examples == 4
+    assert sum(r.examples for r in rows[1:]) == 4
+    assert 5 < overall.rendering_psnr < 12  # half brightness
+    # a zero residual gives back the rendering (through the autoencoder): no gain, whatever the noise level
+    assert abs(overall.gain_db) < 3.0
+    assert (tmp_path / "sheet.png").is_file() and "| all | 0.3 | 4 |" in restoration_table(rows)
+    with pytest.raises(InputError, match="repair"):
+        evaluate_restoration(ReconFusionPrior.from_preset("tiny", preset=MICRO), tmp_path / "corpus")
+
+
+@pytest.mark.slow
+def test_the_repair_preset_trains_on_a_corpus_and_scenes_and_lists_both_in_its_manifest(scenes, tmp_path):
+    from train_prior.__main__ import run
+    from train_prior.config import TrainConfig
+
+    corpus = fake_corpus(scenes, tmp_path)
+    config = TrainConfig(preset="repair", resolution=128, datasets=(f"degraded:{corpus}@3", f"scenes:{scenes}"),
+                         output_dir=tmp_path / "run", steps=2, batch_size=2, warmup_steps=1, image_every=1,
+                         log_every=1, cpu=True)  # fmt: skip
+    training = run(config)
+    assert training.step == 2 and all(np.isfinite(training.losses))
+    prior = training.model.prior
+    assert prior.config.repairs and prior.config.max_noise == 0.7
+    manifest = json.loads((tmp_path / "run" / "prior" / "manifest.json").read_text())
+    assert {(row["format"], row["scene"]) for row in manifest} >= {("degraded", "scene_00005"), ("scenes", "scene_00005")}
+    with pytest.raises(SystemExit, match="repair preset"):
+        run(TrainConfig(datasets=(f"degraded:{corpus}",), output_dir=tmp_path / "tiny", steps=1, cpu=True))

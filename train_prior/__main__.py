@@ -25,7 +25,7 @@ from reconfusion.cli import one_line
 from reconfusion.files import InputError
 from train_prior.checkpoints import resume_latest, save_checkpoint
 from train_prior.config import PRESETS, TrainConfig
-from train_prior.datasets import MultiviewDataset, StepSampler, WeightedSource
+from train_prior.datasets import DegradedDataset, Mixture, MultiviewDataset, StepSampler, WeightedSource
 from train_prior.monitoring import TrainClock, log_image_grid
 from train_prior.readers import READERS
 
@@ -48,16 +48,35 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
     return accelerator
 
 
-def make_dataset(config: TrainConfig) -> MultiviewDataset:
+def make_dataset(config: TrainConfig) -> torch.utils.data.Dataset:
+    """The examples: scene datasets mixed by weight, and degraded-rendering corpora (a repairing prior only,
+    whose scene examples then carry a synthetic degradation as their rendering)."""
+    from reconfusion.corpus import read_corpus
+
     try:
         datasets = config.all_datasets()
     except ValueError as err:
         raise SystemExit(f"train_prior: error: {err}") from None
     if not datasets:
         raise SystemExit("no training data: pass --data SCENES_DIR (or --datasets ...); see `python -m train_prior --help`")
-    sources = [WeightedSource(READERS[d.format](d.path, min_views=config.num_observed + 1), d.weight) for d in datasets]
-    return MultiviewDataset(sources, resolution=config.resolution, num_observed=config.num_observed, seed=config.seed,
-                            cache_megabytes=config.view_cache_mb)  # fmt: skip
+    repairs = config.preset == "repair"
+    corpora = [d for d in datasets if d.format == "degraded"]
+    if corpora and not repairs:
+        raise SystemExit(f"train_prior: error: degraded:{corpora[0].path} trains a repairing prior; use the repair preset")
+    scenes = [d for d in datasets if d.format != "degraded"]
+    parts, weights = [], []
+    if scenes:
+        sources = [WeightedSource(READERS[d.format](d.path, min_views=config.num_observed + 1), d.weight) for d in scenes]
+        parts.append(MultiviewDataset(sources, resolution=config.resolution, num_observed=config.num_observed,
+                                      seed=config.seed, cache_megabytes=config.view_cache_mb,
+                                      synthetic_renderings=repairs))  # fmt: skip
+        weights.append(sum(d.weight for d in scenes))
+    for corpus in corpora:
+        parts.append(DegradedDataset(read_corpus(corpus.path), resolution=config.resolution,
+                                     num_observed=config.num_observed, seed=config.seed,
+                                     cache_megabytes=config.view_cache_mb))  # fmt: skip
+        weights.append(corpus.weight)
+    return parts[0] if len(parts) == 1 else Mixture(parts, weights, seed=config.seed)
 
 
 def make_objective(config: TrainConfig) -> torch.nn.Module:
@@ -70,8 +89,8 @@ def make_objective(config: TrainConfig) -> torch.nn.Module:
         if config.pretrained is None:
             raise SystemExit("the sd preset starts from Stable Diffusion: pass --pretrained FOLDER_OR_HUB_ID")
         return PriorObjective(ReconFusionPrior.from_stable_diffusion(config.pretrained))
-    if config.preset == "small":
-        return PriorObjective(ReconFusionPrior.from_preset("small"))  # its autoencoder is pretrained
+    if config.preset in ("small", "repair"):
+        return PriorObjective(ReconFusionPrior.from_preset(config.preset))  # its autoencoder is pretrained
     prior = ReconFusionPrior.from_preset("tiny")
     if config.stage == "vae":
         return VaeObjective(prior.vae.train().requires_grad_(True))
@@ -171,7 +190,7 @@ class Training:
     """Everything the loop updates; prepared by Accelerate and resumed from the latest checkpoint."""
 
     accelerator: Accelerator
-    dataset: MultiviewDataset
+    dataset: torch.utils.data.Dataset
     objective: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: object

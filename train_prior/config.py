@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-DatasetFormat = Literal["scenes", "co3d", "realestate10k", "mvimgnet", "llff", "strecha"]
+DatasetFormat = Literal["scenes", "co3d", "realestate10k", "mvimgnet", "llff", "strecha", "degraded"]
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,8 @@ class DatasetConfig:
     """Dataset root folder."""
     format: DatasetFormat = "scenes"
     """scenes: folders written by `reconfusion data` (any depth); or a CO3D v2 / RealEstate10K / MVImgNet root;
-    llff: LLFF captures (poses_bounds.npy + images_K/, optional masks_K/); strecha: scenes with cameras/*.camera."""
+    llff: LLFF captures (poses_bounds.npy + images_K/, optional masks_K/); strecha: scenes with cameras/*.camera;
+    degraded: a corpus of degraded renderings (`reconfusion data degrade`), for the repair preset."""
     weight: float = 1.0
     """Relative share of training examples drawn from this dataset."""
 
@@ -29,7 +30,8 @@ class TrainConfig:
     datasets: tuple[str, ...] = ()
     """Training datasets mixed by weight, each FORMAT:PATH or FORMAT:PATH@WEIGHT (weight 1 by default), e.g.
     --datasets llff:data/train/photos/maryRose strecha:data/train/photos/strecha@0.5 scenes:renders.
-    Formats: scenes, co3d, realestate10k, mvimgnet, llff, strecha."""
+    Formats: scenes, co3d, realestate10k, mvimgnet, llff, strecha, degraded (the repair preset: a corpus of
+    `reconfusion data degrade`; the other formats then pair each target with a synthetic degradation)."""
     data: tuple[Path, ...] = ()
     """Shorthand: scene folders (format "scenes", weight 1), added to --datasets."""
     eval_data: tuple[Path, ...] = ()
@@ -38,8 +40,9 @@ class TrainConfig:
     """Checkpoints, tensorboard logs and the exported model go here; training resumes from it."""
     stage: Literal["vae", "prior"] = "prior"
     """vae: train the tiny preset's autoencoder; prior: train PixelNeRF + U-Net (+ image encoder)."""
-    preset: Literal["tiny", "small", "sd"] = "tiny"
-    """Model size: tiny (64x64, trainable on a CPU) or sd (512x512 from a Stable Diffusion folder)."""
+    preset: Literal["tiny", "small", "repair", "sd"] = "tiny"
+    """Model size: tiny (64x64, trainable on a CPU), small (128x128 on the bundled TAEF2), repair (small, repairing
+    renderings: see reconfusion.presets.REPAIR_PRESET) or sd (512x512 from a Stable Diffusion folder)."""
     pretrained: str | None = None
     """sd preset: Stable Diffusion folder or hub id the U-Net and VAE start from."""
     vae: Path | None = None
@@ -123,6 +126,12 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         "128x128 on the bundled pretrained TAEF2 autoencoder (16x16x32 latents): no VAE stage; CPU hours, GPU minutes.",
         TrainConfig(preset="small", stage="prior", resolution=128, steps=20_000, batch_size=16, learning_rate=3e-4,
                     output_dir=Path("runs/small-prior")),
+    ),
+    "repair": (
+        "The repairing prior: 128x128 on the bundled TAEF2, restoring renderings noised to t <= 0.7 given the observed "
+        "views (train it on a degraded-rendering corpus, --datasets degraded:CORPUS, plus scenes).",
+        TrainConfig(preset="repair", stage="prior", resolution=128, steps=20_000, batch_size=8, learning_rate=3e-4,
+                    warmup_steps=200, output_dir=Path("runs/repair-prior")),
     ),
     "sd": (
         "The paper-sized prior: 512x512 from a Stable Diffusion folder (GPU; mixed precision).",

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from reconfusion.cameras import normalize_for_prior
+from reconfusion.corpus import DegradedFit
 from reconfusion.scene import Scene
 
 
@@ -27,12 +28,15 @@ class WeightedSource:
     weight: float = 1.0
 
 
-def _crop_and_resize(image: np.ndarray, intrinsics: np.ndarray, resolution: int, rng: np.random.Generator, crop_scale):
-    """A random square crop (side a fraction of the short side) resized to ``resolution``, with intrinsics to match."""
-    height, width = image.shape[:2]
+def _crop_box(height: int, width: int, rng: np.random.Generator, crop_scale) -> tuple[int, int, int]:
+    """(top, left, side) of a random square crop whose side is a fraction of the short side."""
     side = int(round(min(height, width) * rng.uniform(*crop_scale)))
-    top = int(rng.integers(0, height - side + 1))
-    left = int(rng.integers(0, width - side + 1))
+    return int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1)), side
+
+
+def _resize_crop(image: np.ndarray, intrinsics: np.ndarray, box: tuple[int, int, int], resolution: int):
+    """The square crop ``box`` of ``image`` resized to ``resolution``, with intrinsics to match."""
+    top, left, side = box
     crop = image[top : top + side, left : left + side]
     resized = np.asarray(
         Image.fromarray((crop * 255 + 0.5).astype(np.uint8)).resize((resolution, resolution), Image.BICUBIC),
@@ -41,6 +45,28 @@ def _crop_and_resize(image: np.ndarray, intrinsics: np.ndarray, resolution: int,
     scale = resolution / side
     fx, fy, cx, cy = intrinsics
     return resized, np.array([fx * scale, fy * scale, (cx - left) * scale, (cy - top) * scale])
+
+
+def _crop_and_resize(image: np.ndarray, intrinsics: np.ndarray, resolution: int, rng: np.random.Generator, crop_scale):
+    """A random square crop (side a fraction of the short side) resized to ``resolution``, with intrinsics to match."""
+    return _resize_crop(image, intrinsics, _crop_box(*image.shape[:2], rng, crop_scale), resolution)
+
+
+def synthetic_rendering(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A stand-in for a sparse-view NeRF's rendering of ``image`` (float (H, W, 3) in [0, 1]) where no real one
+    exists: detail lost (down- and upsampled by 2-6x), colours shifted (gain and offset per channel), a blotch of
+    haze as floaters leave, and a little noise."""
+    height, width = image.shape[:2]
+    factor = rng.uniform(2.0, 6.0)
+    small = (max(1, round(width / factor)), max(1, round(height / factor)))
+    pixels = Image.fromarray((image * 255 + 0.5).astype(np.uint8))
+    out = np.asarray(pixels.resize(small, Image.BILINEAR).resize((width, height), Image.BILINEAR), np.float32) / 255.0
+    out = out * rng.uniform(0.85, 1.15, 3) + rng.uniform(-0.06, 0.06, 3)
+    y, x = np.mgrid[0:height, 0:width]
+    centre, radius = rng.uniform(0, 1, 2) * (height, width), rng.uniform(0.1, 0.4) * min(height, width)
+    haze = rng.uniform(0.0, 0.6) * np.exp(-((y - centre[0]) ** 2 + (x - centre[1]) ** 2) / (2 * radius**2))
+    out = out * (1 - haze[..., None]) + rng.uniform(0, 1, 3) * haze[..., None]
+    return np.clip(out + rng.normal(0.0, rng.uniform(0.0, 0.03), out.shape), 0.0, 1.0).astype(np.float32)
 
 
 class ViewCache:
@@ -105,6 +131,7 @@ class MultiviewDataset(torch.utils.data.Dataset):
         seed: int = 0,
         cache_megabytes: float = 1024,
         shrink_views: bool = True,
+        synthetic_renderings: bool = False,
     ):
         self.sources = [s for s in sources if s.scenes]
         weights = np.array([s.weight for s in self.sources], dtype=np.float64)
@@ -112,7 +139,7 @@ class MultiviewDataset(torch.utils.data.Dataset):
             raise ValueError("MultiviewDataset needs at least one source with scenes and a positive weight")
         self.probabilities = weights / weights.sum()
         self.resolution, self.num_observed, self.neighbourhood = resolution, num_observed, neighbourhood
-        self.crop_scale, self.seed = crop_scale, seed
+        self.crop_scale, self.seed, self.synthetic_renderings = crop_scale, seed, synthetic_renderings
         # Shrunk to twice the resolution, crops (85-100% of the short side) still shrink 1.7-2x when resized.
         self.cache = ViewCache(2 * resolution if shrink_views else None, cache_megabytes)
 
@@ -127,18 +154,109 @@ class MultiviewDataset(torch.utils.data.Dataset):
         images, intrinsics = zip(
             *(_crop_and_resize(*self.cache.get(scene, v), self.resolution, rng, self.crop_scale) for v in [*observed, target])
         )
-        obs_c2w, target_c2w, near, far = normalize_for_prior(scene.c2w[observed], scene.c2w[target][None])
-        as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-        return {
-            "observed_images": as_tensor(np.stack(images[:-1])).permute(0, 3, 1, 2),
-            "observed_c2w": as_tensor(obs_c2w),
-            "observed_intrinsics": as_tensor(np.stack(intrinsics[:-1])),
-            "target_image": as_tensor(images[-1]).permute(2, 0, 1),
-            "target_c2w": as_tensor(target_c2w[0]),
-            "target_intrinsics": as_tensor(intrinsics[-1]),
-            "near": as_tensor(near),
-            "far": as_tensor(far),
-        }
+        example = _example(images[:-1], intrinsics[:-1], scene.c2w[observed], images[-1], intrinsics[-1], scene.c2w[target])
+        if self.synthetic_renderings:
+            example["rendering"] = _as_tensor(synthetic_rendering(images[-1], rng)).permute(2, 0, 1)
+        return example
+
+
+def _as_tensor(array) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array), dtype=torch.float32)
+
+
+def _example(observed_images, observed_intrinsics, observed_c2w, target_image, target_intrinsics, target_c2w) -> dict:
+    """The tensors of one example (PriorBatch's fields), cameras normalised as the prior expects."""
+    obs_c2w, target_c2w, near, far = normalize_for_prior(np.asarray(observed_c2w), np.asarray(target_c2w)[None])
+    return {
+        "observed_images": _as_tensor(np.stack(observed_images)).permute(0, 3, 1, 2),
+        "observed_c2w": _as_tensor(obs_c2w),
+        "observed_intrinsics": _as_tensor(np.stack(observed_intrinsics)),
+        "target_image": _as_tensor(target_image).permute(2, 0, 1),
+        "target_c2w": _as_tensor(target_c2w[0]),
+        "target_intrinsics": _as_tensor(target_intrinsics),
+        "near": _as_tensor(near),
+        "far": _as_tensor(far),
+    }
+
+
+class DegradedDataset(torch.utils.data.Dataset):
+    """Examples of the degraded-rendering corpus (:mod:`reconfusion.corpus`), drawn deterministically by index: a
+    fit (by its share of the examples), a stop and a held-out view; the observed views are the fit's training
+    views nearest to the target; target and rendering share one random crop."""
+
+    def __init__(self, fits: Sequence[DegradedFit], resolution: int, num_observed: int = 3,
+                 crop_scale: tuple[float, float] = (0.85, 1.0), seed: int = 0, cache_megabytes: float = 1024):  # fmt: skip
+        self.fits = [fit for fit in fits if fit.examples and len(fit.train_ids) >= num_observed]
+        if not self.fits:
+            raise ValueError(f"no fit of the corpus has {num_observed} training views and held-out renderings")
+        counts = np.array([fit.examples for fit in self.fits], dtype=np.float64)
+        self.probabilities = counts / counts.sum()
+        self.resolution, self.num_observed, self.crop_scale, self.seed = resolution, num_observed, crop_scale, seed
+        self.cache = ViewCache(None, cache_megabytes)
+        self.renders: OrderedDict[tuple[int, int], dict] = OrderedDict()
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def _renders(self, fit_index: int, stop: int) -> dict:
+        key = (fit_index, stop)
+        if key not in self.renders:
+            self.renders[key] = self.fits[fit_index].renders(stop)
+            if len(self.renders) > 512:
+                self.renders.popitem(last=False)
+        self.renders.move_to_end(key)
+        return self.renders[key]
+
+    def _draw(self, index: int) -> tuple[np.random.Generator, int, int, int]:
+        """(the example's generator after drawing them, fit index, stop, position among the stop's renderings)."""
+        rng = np.random.default_rng([self.seed, int(index)])
+        fit_index = int(rng.choice(len(self.fits), p=self.probabilities))
+        fit = self.fits[fit_index]
+        stop = fit.stops[int(rng.integers(len(fit.stops)))]
+        return rng, fit_index, stop, int(rng.integers(len(fit.held_out_ids)))
+
+    def describe(self, index: int) -> dict:
+        """Where example ``index`` comes from: scene, training views, stop (and whether it stopped early), view."""
+        _, fit_index, stop, position = self._draw(index)
+        fit = self.fits[fit_index]
+        return {"scene": fit.scene.root.name, "views": fit.views, "stop": stop, "early": stop < fit.iterations,
+                "view": fit.held_out_ids[position]}  # fmt: skip
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng, fit_index, stop, position = self._draw(index)
+        fit = self.fits[fit_index]
+        renders = self._renders(fit_index, stop)
+        target = int(renders["ids"][position])
+        centres = fit.scene.c2w[:, :3, 3]
+        trained = np.array(fit.train_ids)
+        nearest = trained[np.argsort(np.linalg.norm(centres[trained] - centres[target], axis=-1), kind="stable")]
+        observed = [int(v) for v in nearest[: self.num_observed]]
+        views = [_crop_and_resize(*self.cache.get(fit.scene, v), self.resolution, rng, self.crop_scale) for v in observed]
+        photo, intrinsics = self.cache.get(fit.scene, target)
+        box = _crop_box(*photo.shape[:2], rng, self.crop_scale)
+        target_image, target_intrinsics = _resize_crop(photo, intrinsics, box, self.resolution)
+        rendering = _resize_crop(renders["rgb"][position].astype(np.float32) / 255.0, intrinsics, box, self.resolution)[0]
+        example = _example([v[0] for v in views], [v[1] for v in views], fit.scene.c2w[observed], target_image,
+                           target_intrinsics, fit.scene.c2w[target])  # fmt: skip
+        example["rendering"] = _as_tensor(rendering).permute(2, 0, 1)
+        return example
+
+
+class Mixture(torch.utils.data.Dataset):
+    """Item ``i`` of one of several datasets, chosen by weight from (seed, i)."""
+
+    def __init__(self, datasets: Sequence[torch.utils.data.Dataset], weights: Sequence[float], seed: int = 0):
+        weights = np.asarray(weights, dtype=np.float64)
+        if len(datasets) != len(weights) or not len(datasets) or weights.min() < 0 or weights.sum() <= 0:
+            raise ValueError("Mixture needs one positive weight per dataset")
+        self.datasets, self.probabilities, self.seed = list(datasets), weights / weights.sum(), seed
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        choice = np.random.default_rng([self.seed, int(index), 1]).choice(len(self.datasets), p=self.probabilities)
+        return self.datasets[int(choice)][index]
 
 
 class StepSampler(torch.utils.data.Sampler):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import tyro
 from tyro.conf import Positional
 
-from reconfusion.files import write_image
+from reconfusion.files import InputError, write_image, write_json, write_text
 from reconfusion.metrics import load_lpips, psnr, ssim
 from reconfusion.prior import ReconFusionPrior
 from train_prior.datasets import MultiviewDataset, WeightedSource
@@ -151,20 +151,139 @@ def side_by_side(columns: list[torch.Tensor], path: Path, rows: int = 4) -> Path
     return path
 
 
-def main(prior: Positional[Path], data: tuple[Path, ...], examples: int = 64, seed: int = 12345,
-         compare: Path | None = None, image: Path | None = None) -> None:
-    """Print the held-out quality of the prior saved in PRIOR as JSON.
+# ------------------------------------------------------------------ restoration of degraded renderings
+
+
+@dataclass(frozen=True)
+class RestorationScore:
+    """A repairing prior on degraded renderings of one source at one noise level (means over its examples)."""
+
+    source: str
+    """Scene and views of the fits, and whether their renderings come from fits stopped early; "all" for every example."""
+    t: float
+    """Noise level the rendering was noised to before the prior's DDIM steps back to 0."""
+    examples: int
+    rendering_psnr: float
+    """PSNR of the rendering the prior was given, against the photograph."""
+    restored_psnr: float
+    """PSNR of the prior's output."""
+    rendering_lpips: float
+    restored_lpips: float
+    pixelnerf_psnr: float
+    """PixelNeRF's RGB alone (latent resolution, against the area-downsampled photograph)."""
+
+    @property
+    def gain_db(self) -> float:
+        return self.restored_psnr - self.rendering_psnr
+
+
+def restoration_examples(corpus: Path, resolution: int, examples: int, seed: int):
+    """(dataset, descriptions) of ``examples`` whole-view examples (square crops of the full short side)."""
+    from reconfusion.corpus import read_corpus
+    from train_prior.datasets import DegradedDataset
+
+    dataset = DegradedDataset(read_corpus(corpus), resolution, crop_scale=(1.0, 1.0), seed=seed, cache_megabytes=256)
+    return dataset, [dataset.describe(i) for i in range(examples)]
+
+
+@torch.no_grad()
+def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float, ...] = (0.2, 0.4, 0.6),
+                         examples: int = 48, batch_size: int = 8, seed: int = 12345, num_steps: int | None = None,
+                         guidance_scale: float | None = None, sheet: Path | None = None) -> list[RestorationScore]:
+    """Restoration gain of a repairing prior on a degraded-rendering corpus of held-out scenes: per noise level,
+    per source and over all, the prior's output against the rendering it was given. DDIM steps and guidance
+    default to the sample loss's. ``sheet``: rendering | restored at each t | photograph of the first examples."""
+    from reconfusion.guidance import SampleLossConfig
+
+    if not prior.config.repairs:
+        raise InputError(f"the prior ({prior.config.preset}) does not repair renderings; pass a prior of the repair preset")
+    defaults = SampleLossConfig()
+    num_steps, guidance_scale = num_steps or defaults.num_steps, guidance_scale or defaults.guidance_scale
+    dataset, described = restoration_examples(corpus, prior.resolution, examples, seed)
+    sources = [f"{d['scene']}, {d['views']} views" + (", stopped early" if d["early"] else "") for d in described]
+    lpips = load_lpips("auto")
+    per_example: dict[str, list[torch.Tensor]] = {}
+    shown: list[torch.Tensor] = []
+    prior.eval()
+    for first in range(0, examples, batch_size):
+        items = [dataset[i] for i in range(first, min(first + batch_size, examples))]
+        batch = {k: torch.stack([item[k] for item in items]).to(prior.device) for k in items[0]}
+        views = (batch["observed_images"], batch["observed_c2w"], batch["observed_intrinsics"], batch["target_c2w"],
+                 batch["target_intrinsics"])  # fmt: skip
+        photo, rendering = batch["target_image"], batch["rendering"]
+        rgb = prior.condition(*views, near=batch["near"], far=batch["far"], stratified=False, rendering=rendering).rgb
+        scores = {"pixelnerf_psnr": psnr(rgb.clamp(0, 1), F.interpolate(photo, size=rgb.shape[-2:], mode="area")),
+                  "rendering_psnr": psnr(rendering, photo), "rendering_lpips": lpips.to(photo.device)(rendering, photo)}
+        restored_views = []
+        for t in ts:
+            generator = torch.Generator(device=prior.device).manual_seed(seed + first)
+            restored = prior.sample(*views, init_images=rendering, t_start=t, num_steps=num_steps,
+                                    guidance_scale=guidance_scale, near=batch["near"], far=batch["far"],
+                                    generator=generator).float()  # fmt: skip
+            scores[f"restored_psnr@{t}"], scores[f"restored_lpips@{t}"] = psnr(restored, photo), lpips(restored, photo)
+            restored_views.append(restored)
+        for key, value in scores.items():
+            per_example.setdefault(key, []).append(value.float().flatten().cpu())
+        if first == 0:
+            shown = [rendering.cpu(), *(r.cpu() for r in restored_views), photo.cpu()]
+    values = {key: torch.cat(parts) for key, parts in per_example.items()}
+    groups = {"all": list(range(examples))}
+    for index, source in enumerate(sources):
+        groups.setdefault(source, []).append(index)
+    rows = []
+    for source, members in groups.items():
+        pick = torch.tensor(members)
+        mean = lambda key: float(values[key][pick].mean())  # noqa: E731
+        for t in ts:
+            rows.append(RestorationScore(source, t, len(members), mean("rendering_psnr"), mean(f"restored_psnr@{t}"),
+                                         mean("rendering_lpips"), mean(f"restored_lpips@{t}"), mean("pixelnerf_psnr")))
+    if sheet is not None:
+        side_by_side(shown, sheet, rows=min(8, examples))
+    return rows
+
+
+def restoration_table(rows: list[RestorationScore]) -> str:
+    """Markdown: one line per (source, t) with the gain in dB."""
+    lines = ["| source | t | examples | rendering PSNR | restored PSNR | gain (dB) | rendering LPIPS | restored LPIPS | "
+             "PixelNeRF PSNR |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r.source} | {r.t:.1f} | {r.examples} | {r.rendering_psnr:.2f} | {r.restored_psnr:.2f} | "
+                     f"{r.gain_db:+.2f} | {r.rendering_lpips:.3f} | {r.restored_lpips:.3f} | {r.pixelnerf_psnr:.2f} |")
+    return "\n".join(lines)
+
+
+def main(prior: Positional[Path], data: tuple[Path, ...] = (), corpus: Path | None = None, examples: int = 64,
+         seed: int = 12345, compare: Path | None = None, image: Path | None = None,
+         ts: tuple[float, ...] = (0.2, 0.4, 0.6), report: Path | None = None) -> None:
+    """Print the held-out quality of the prior saved in PRIOR as JSON; with --corpus, the restoration gain of a
+    repairing prior on degraded renderings of held-out scenes.
 
     Args:
         prior: A prior folder written by train_prior (save_pretrained).
         data: Held-out scene folders (never used for training).
+        corpus: A degraded-rendering corpus of held-out scenes (`reconfusion data degrade --scenes EVAL_SCENES
+            --out FOLDER`, fitted on their training views only): score restoration instead.
         examples: Number of (3 observed + 1 target) examples scored.
         seed: Chooses the examples and the sampling noise.
         compare: Another prior folder (e.g. the previous bundled prior) scored on the same examples.
-        image: With --compare: write samples of the first examples here (rows), as compare | prior | ground truth.
+        image: With --compare: write samples of the first examples here (rows), as compare | prior | ground truth;
+            with --corpus: rendering | restored at each t | photograph.
+        ts: With --corpus: the noise levels the renderings are noised to.
+        report: With --corpus: also write the table (Markdown) and the scores (JSON beside it) here.
     """
     device = "cuda" if torch.cuda.is_available() else "cpu"
     priors = {"prior": ReconFusionPrior.from_pretrained(prior).to(device)}
+    if corpus is not None:
+        rows = evaluate_restoration(priors["prior"], corpus, ts, examples, seed=seed, sheet=image)
+        table = restoration_table(rows)
+        print(table)
+        if report is not None:
+            write_text(report, f"Restoration by `{prior}` on `{corpus}` (columns of the sheet: rendering | restored "
+                               f"at t = {', '.join(map(str, ts))} | photograph):\n\n{table}\n")  # fmt: skip
+            write_json(report.with_suffix(".json"), [dict(asdict(r), gain_db=r.gain_db) for r in rows])
+        return
+    if not data:
+        raise SystemExit("train_prior.evaluation: error: pass --data HELDOUT_SCENES or --corpus DEGRADED_CORPUS")
     if compare is not None:
         priors["compare"] = ReconFusionPrior.from_pretrained(compare).to(device)
     qualities, shown = compare_priors(priors, data, examples=examples, seed=seed)

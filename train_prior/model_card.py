@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from reconfusion.files import read_json, write_json
 from reconfusion.prior import ReconFusionPrior
-from train_prior.config import TrainConfig
+from train_prior.config import DatasetConfig, TrainConfig
 from train_prior.evaluation import evaluate_prior
 from train_prior.monitoring import plot_loss_curves
+from reconfusion.corpus import read_corpus
 from reconfusion.scene import Scene
 from train_prior.readers import READERS
 
@@ -52,11 +53,19 @@ def _provenance(scene: Scene, root: Path) -> tuple[str, str]:
     return str(folder), _licence_near(folder, root) or "not found"
 
 
+def _scenes_of(dataset: DatasetConfig, min_views: int) -> list[Scene]:
+    """The scenes of a dataset; for a degraded-rendering corpus, the scenes its fits were made from."""
+    if dataset.format != "degraded":
+        return READERS[dataset.format](dataset.path, min_views=min_views)
+    scenes = {fit.scene.root: fit.scene for fit in read_corpus(dataset.path)}
+    return [replace(scene, name=root.name) for root, scene in scenes.items()]
+
+
 def training_manifest(config: TrainConfig) -> list[dict]:
     """One row per training scene of ``config``'s datasets: dataset, scene, views, source and licence."""
     rows = []
     for dataset in config.all_datasets():
-        for scene in READERS[dataset.format](dataset.path, min_views=config.num_observed + 1):
+        for scene in _scenes_of(dataset, config.num_observed + 1):
             source, licence = _provenance(scene, Path(dataset.path))
             rows.append({"dataset": str(dataset.path), "format": dataset.format, "weight": dataset.weight,
                          "scene": scene.name, "views": len(scene), "source": source, "licence": licence})  # fmt: skip

@@ -35,6 +35,10 @@ class TrainClock:
         self.seconds, self._since = float(state["seconds"]), time.perf_counter()
 
 
+REPAIR_T = 0.4
+"""Noise level a repairing prior's monitoring samples start from (the rendering noised to it)."""
+
+
 def _monitor_batch(dataset: MultiviewDataset, count: int, device) -> dict[str, torch.Tensor]:
     items = [dataset[MONITOR_INDEX + k] for k in range(count)]
     return {k: torch.stack([item[k] for item in items]).to(device) for k in items[0]}
@@ -42,7 +46,8 @@ def _monitor_batch(dataset: MultiviewDataset, count: int, device) -> dict[str, t
 
 @torch.no_grad()
 def image_grid(objective: torch.nn.Module, dataset: MultiviewDataset, count: int = 4) -> torch.Tensor:
-    """Rows of observed views | PixelNeRF RGB | sample | target (prior stage) or input | reconstruction (VAE stage)."""
+    """Rows of observed views | PixelNeRF RGB | sample | target (prior stage; a repairing prior's rows show the
+    rendering before its repair from t = REPAIR_T) or input | reconstruction (VAE stage)."""
     device = next(objective.parameters()).device
     batch = _monitor_batch(dataset, count, device)
     target = batch["target_image"]
@@ -52,10 +57,14 @@ def image_grid(objective: torch.nn.Module, dataset: MultiviewDataset, count: int
         prior = objective.prior
         views = (batch["observed_images"], batch["observed_c2w"], batch["observed_intrinsics"],
                  batch["target_c2w"], batch["target_intrinsics"])
-        rgb = prior.condition(*views, near=batch["near"], far=batch["far"], stratified=False).rgb
+        rendering = batch.get("rendering")
+        rgb = prior.condition(*views, near=batch["near"], far=batch["far"], stratified=False, rendering=rendering).rgb
         generator = torch.Generator(device=device).manual_seed(0)
-        sample = prior.sample(*views, near=batch["near"], far=batch["far"], generator=generator)
-        columns = [*batch["observed_images"].unbind(1), F.interpolate(rgb.clamp(0, 1), size=target.shape[-2:]), sample, target]
+        start = {"init_images": rendering, "t_start": REPAIR_T} if prior.config.repairs else {}
+        sample = prior.sample(*views, near=batch["near"], far=batch["far"], generator=generator, **start)
+        given = [] if rendering is None else [rendering]
+        columns = [*batch["observed_images"].unbind(1), F.interpolate(rgb.clamp(0, 1), size=target.shape[-2:]), *given,
+                   sample, target]  # fmt: skip
     else:
         latents = objective.vae.encode(target * 2 - 1).latent_dist.mode()
         columns = [target, (objective.vae.decode(latents).sample * 0.5 + 0.5).clamp(0, 1)]
