@@ -47,10 +47,11 @@ gradients, and the same rendering both starts the prior's sampling and takes the
 
 from __future__ import annotations
 
+
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 import numpy as np
@@ -210,6 +211,11 @@ class SampleGuidance:
     ) -> None:
         if config.mode != "sds" and config.lpips_weight > 0 and lpips is None:
             raise ValueError("the multistep sample loss needs an LPIPS network (or lpips_weight = 0)")
+        trained_to = getattr(getattr(prior, "config", None), "max_noise", 1.0)
+        if config.t_max > trained_to:  # a repairing prior never saw noise above its max_noise
+            logger.info("sample loss: t_max %.2f lowered to %.2f, the highest noise the prior was trained on",
+                        config.t_max, trained_to)  # fmt: skip
+            config = replace(config, t_max=trained_to, t_min_final=min(config.t_min_final, trained_to))
         if config.patch_size is not None and config.patch_size > prior.resolution:
             raise ValueError(f"patch_size {config.patch_size} exceeds the prior's resolution {prior.resolution}")
         self.config, self.prior, self.observations, self.total_steps, self.lpips = (

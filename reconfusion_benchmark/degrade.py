@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from reconfusion.corpus import CORPUS_FILE, FIT_FILE, fit_folder
 from reconfusion.files import InputError, read_json, write_json
 from reconfusion.scene import Split, load_scene, write_split
@@ -50,6 +52,8 @@ class DegradeConfig:
     """Fits at the same time (one process and one thread each)."""
     seed: int = 0
     """Seed of every fit."""
+    report: Path | None = None
+    """Also write a Markdown summary here, with a contact sheet beside it (PNG of the same name)."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,8 @@ def run_degrade(config: DegradeConfig) -> dict:
     logger.info("%s: %d fits finished, %d examples from %d scenes, %.2f CPU-hours in the fits, %.0f examples per "
                 "CPU-hour", out / CORPUS_FILE, summary["fits_finished"], summary["examples"], summary["scenes"],
                 summary["cpu_hours"], summary["examples_per_cpu_hour"])  # fmt: skip
+    if config.report is not None:
+        logger.info("report: %s", write_report(out, config.report, config.report.with_suffix(".png")))
     if failed:
         raise InputError(f"{len(failed)} of {len(pending)} fits failed (first: {failed[0].folder}, see "
                          f"{out / 'logs'}); the others are saved - run the same command again to retry")  # fmt: skip
@@ -207,3 +213,68 @@ def command_line(config: DegradeConfig) -> str:
             words += [f"--{name.replace('_', '-')}", *(map(str, value) if isinstance(value, tuple) else [str(value)])]
     return shlex.join(words)
 
+
+
+def source_of(scene: Path) -> str:
+    """What a corpus scene was made from: the import's format, a rendered mesh, a procedural scene, or "scene"."""
+    from reconfusion_benchmark.runner import IMPORT_KEY, MESH_KEY, SYNTHETIC_KEY
+
+    meta = read_json(Path(scene) / "transforms.json")
+    if IMPORT_KEY in meta:
+        return f"{meta[IMPORT_KEY].get('format', 'imported')} import"
+    return "rendered mesh" if MESH_KEY in meta else "procedural" if SYNTHETIC_KEY in meta else "scene"
+
+
+def write_report(corpus: Path, report: Path, sheet: Path, scenes_shown: int = 6) -> Path:
+    """Markdown: the command, throughput, examples per source and per stop (mean PSNR of the renderings), and a
+    contact sheet of the first fits of a few scenes (rows: rendering at the first stop | at the last | photograph)."""
+    from reconfusion.corpus import read_corpus
+
+    summary = read_json(Path(corpus) / CORPUS_FILE)
+    fits = read_corpus(corpus)
+    rows: dict[tuple[str, int], list] = {}
+    entries = {(entry["scene"], entry["views"]): entry for entry in summary["fits"]}
+    for fit in fits:
+        entry = entries[(fit.scene.root.name, fit.views)]
+        rows.setdefault((source_of(fit.scene.root), fit.views), []).append((fit, entry))
+    lines = [f"# The degraded-rendering corpus\n\nWritten by `{summary['command']} --report {report}` "
+             f"({summary['written']}).\n",
+             f"{summary['fits_finished']} of {summary['fits_planned']} planned fits finished: **{summary['examples']} "
+             f"examples from {summary['scenes']} scenes**, {summary['cpu_hours']:.2f} CPU-hours in the fits' processes "
+             f"(start-up included), **{summary['examples_per_cpu_hour']:.0f} examples per CPU-hour**. An example is one "
+             "held-out view rendered at one stop, with its depth, beside its photograph; the observed views are the "
+             "fit's training views.\n",
+             "| source | views | fits | examples | " + " | ".join(f"PSNR at {s}" for s in summary["settings"]["stops"]) + " |",
+             "|---|---|---|---|" + "---|" * len(summary["settings"]["stops"])]  # fmt: skip
+    for (source, views), members in sorted(rows.items()):
+        psnrs = [np.mean([e["psnr_at_stop"][str(s)] for _, e in members]) for s in summary["settings"]["stops"]]
+        lines.append(f"| {source} | {views} | {len(members)} | {sum(e['examples'] for _, e in members)} | "
+                     + " | ".join(f"{p:.2f}" for p in psnrs) + " |")  # fmt: skip
+    lines.append(f"\nPSNR: mean over a fit's held-out views of the rendering against the photograph. Contact sheet "
+                 f"(`{sheet.name}`; each row one held-out view of one scene: rendering after the first stop | after the "
+                 f"last | photograph):\n\n![contact sheet]({sheet.name})\n")  # fmt: skip
+    _contact_sheet(fits, sheet, scenes_shown)
+    from reconfusion.files import write_text
+
+    write_text(report, "\n".join(lines))
+    return report
+
+
+def _contact_sheet(fits, sheet: Path, scenes_shown: int) -> None:
+    from PIL import Image
+
+    from reconfusion.files import write_image
+
+    first_of_scene = list({fit.scene.root: fit for fit in reversed(fits)}.values())[::-1]
+    step = max(1, len(first_of_scene) // scenes_shown)
+    tiles = []
+    for fit in first_of_scene[::step][:scenes_shown]:
+        view = fit.held_out_ids[len(fit.held_out_ids) // 2]
+        early, late = (fit.rendering(stop, view)[0] for stop in (fit.stops[0], fit.stops[-1]))
+        row = [early, late, fit.scene.image(view)]
+        row = [np.asarray(Image.fromarray((im * 255 + 0.5).astype(np.uint8)).resize((128, 128 * im.shape[0] // im.shape[1])),
+                          np.float32) / 255 for im in row]  # fmt: skip
+        tiles.append(np.concatenate(row, axis=1))
+    width = max(t.shape[1] for t in tiles)
+    padded = [np.pad(t, ((0, 2), (0, width - t.shape[1]), (0, 0)), constant_values=1.0) for t in tiles]
+    write_image(sheet, np.concatenate(padded, axis=0))

@@ -294,3 +294,14 @@ def test_fading_weight_reaches_zero_with_t_min(prior):
     assert guidance.weight_at(100) == 0.0 and guidance.loss(100, ToyScene()) == {}
     constant = make_guidance(prior, weight_schedule="constant")
     assert constant.weight_at(100) == pytest.approx(guidance.weight)  # the paper's constant weight
+
+
+def test_a_repairing_prior_is_never_asked_for_more_noise_than_it_was_trained_on():
+    from reconfusion.presets import PriorConfig, TinyPreset
+
+    torch.manual_seed(0)
+    preset = TinyPreset(prior=PriorConfig(repairs=True, max_noise=0.5))
+    repairing = ReconFusionPrior.from_preset("tiny", preset=preset).eval().requires_grad_(False)
+    guidance = make_guidance(repairing, mode="multistep")
+    assert guidance.noise_range(0) == (0.0, 0.5)
+    assert float(guidance.sample_views(16, step=0).t.max()) <= 0.5
