@@ -54,6 +54,8 @@ class DegradeConfig:
     """Seed of every fit."""
     report: Path | None = None
     """Also write a Markdown summary here, with a contact sheet beside it (PNG of the same name)."""
+    report_only: bool = False
+    """Fit nothing: write corpus.json (and --report) from the fits finished so far, e.g. while another process runs."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,7 @@ def run_degrade(config: DegradeConfig) -> dict:
 
     out = Path(config.out)
     fits = plan_fits(config)
-    pending = [fit for fit in fits if not fit.done]
+    pending = [] if config.report_only else [fit for fit in fits if not fit.done]
     logger.info("%s: %d fits planned over %d scenes, %d finished, %d to run (%d at a time)", out, len(fits),
                 len({f.scene for f in fits}), len(fits) - len(pending), len(pending), config.jobs)  # fmt: skip
     env = child_environment(BenchmarkConfig(threads=1), "cpu")
