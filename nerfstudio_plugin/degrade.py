@@ -13,6 +13,7 @@ import argparse
 import os
 import random
 import resource
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -84,15 +85,9 @@ def degrade_fit(scene: Path, out: Path, views: int, stops: tuple[int, ...], seed
         trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], render,
                                                   iters=tuple(s - 1 for s in stops)))  # fmt: skip
         trainer.train()
-        import shutil
-
         shutil.rmtree(tmp / "ns", ignore_errors=True)
-        quality = {}
-        for stop in stops:
-            with np.load(stop_file(tmp, stop)) as data:
-                rgb = data["rgb"].astype(np.float32) / 255.0
-            truth = np.stack([loaded.image(v) for v in split.test_ids])
-            quality[str(stop)] = round(float(psnr(*(torch.from_numpy(a).permute(0, 3, 1, 2) for a in (rgb, truth))).mean()), 3)
+        truth = torch.from_numpy(np.stack([loaded.image(v) for v in split.test_ids])).permute(0, 3, 1, 2)
+        quality = {str(stop): round(mean_psnr(stop_file(tmp, stop), truth), 3) for stop in stops}
         meta = {
             "format": FORMAT, "scene": os.path.relpath(Path(scene).resolve(), Path(out).resolve()), "views": views,
             "train_ids": list(split.train_ids), "held_out_ids": list(split.test_ids), "stops": list(stops),
@@ -102,6 +97,13 @@ def degrade_fit(scene: Path, out: Path, views: int, stops: tuple[int, ...], seed
         }  # fmt: skip
         write_json(tmp / FIT_FILE, meta)
     return meta
+
+
+def mean_psnr(renders: Path, truth: torch.Tensor) -> float:
+    """Mean PSNR of a stop's renderings against the photographs (K, 3, H, W) in the same order."""
+    with np.load(renders) as data:
+        rgb = torch.from_numpy(data["rgb"].astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+    return float(psnr(rgb, truth).mean())
 
 
 def cpu_seconds() -> float:
