@@ -44,6 +44,7 @@ from nerfstudio_plugin.compat import without_stock_lpips
 from nerfstudio_plugin.hash_encoding import use_fast_hash_encoding
 from reconfusion import metrics
 from reconfusion.files import InputError
+from reconfusion.adaptation import AdaptationConfig, adapt_prior
 from reconfusion.guidance import SampleGuidance, SampleLossConfig
 from reconfusion.observations import square_views
 from reconfusion import regularisers as reg
@@ -67,6 +68,8 @@ class ReconFusionModelConfig(NerfactoModelConfig):
     """Run the prior in float16 on CUDA devices (always float32 on CPU)."""
     sample_loss: SampleLossConfig = field(default_factory=SampleLossConfig)
     """The sample loss (mode, weight, noise schedule, refresh of the targets, novel cameras)."""
+    prior_adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
+    """Fine-tune a repairing prior on the scene's input views (leave-one-out) before the fit; off by default."""
     regularisers: reg.RegularisersConfig = field(default_factory=reg.RegularisersConfig)
     """Sparse-view regularisers shared by the baseline and reconfusion (coarse-to-fine, occlusion, depth
     smoothness, sparse depth, near/far annealing)."""
@@ -336,11 +339,14 @@ class ReconFusionModel(NerfactoModel):
                 f"{source}: could not load the prior ({err}); pass --pipeline.model.prior with a folder written by "
                 "ReconFusionPrior.save_pretrained or a hub id"
             ) from err
-        prior = prior.to(self.device, torch.float16 if half else torch.float32)
+        prior = prior.to(self.device, torch.float32)
         prior.eval().requires_grad_(False)
         observations = square_views(
             [image.to(self.device) for image in images], c2w.to(self.device), intrinsics.to(self.device), prior.resolution
         )
+        if self.config.prior_adaptation.steps > 0:
+            adapt_prior(prior, observations, self.config.prior_adaptation)  # in float32, before any half precision
+        prior = prior.to(self.device, torch.float16 if half else torch.float32)
         lpips, settings = self.lpips.load(self.device), self.config.sample_loss
         if lpips is None and settings.lpips_weight > 0:
             CONSOLE.print("[bold yellow]No LPIPS network: the sample loss uses its L1 term only")

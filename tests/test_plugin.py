@@ -205,6 +205,23 @@ def test_charbonnier_reconstruction_loss(prior_folder):
     assert losses["rgb_loss"].item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_a_repairing_prior_adapts_to_the_scene_before_the_fit_and_bounds_the_noise(scene, tmp_path, caplog):
+    from reconfusion.adaptation import AdaptationConfig
+    from reconfusion.presets import PriorConfig, TinyPreset
+
+    torch.manual_seed(0)
+    preset = TinyPreset(prior=PriorConfig(repairs=True, max_noise=0.7))
+    ReconFusionPrior.from_preset("tiny", preset=preset).save_pretrained(tmp_path / "repair")
+    dataset = InputDataset(ReconFusionDataParserConfig(data=scene).setup().get_dataparser_outputs("train"))
+    model = _cpu_model(tmp_path / "repair", len(dataset))
+    model.config.prior_adaptation = AdaptationConfig(steps=1)
+    with caplog.at_level("INFO", logger="reconfusion"):
+        model.setup_prior(*observed_views(dataset), total_steps=100)
+    assert "prior adapted to the scene: 1 steps" in caplog.text
+    assert model.guidance.noise_range(0)[1] == 0.7
+    assert not any(p.requires_grad for p in model.guidance.prior.parameters())
+
+
 @pytest.mark.parametrize("mode", ["annealed-multistep", "multistep", "sds"])
 def test_sample_loss_gradient_reaches_the_field(scene, prior_folder, mode):
     parser = ReconFusionDataParserConfig(data=scene).setup()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -87,3 +88,18 @@ def test_a_saved_repairing_prior_loads_with_its_settings(tmp_path):
     b = loaded.sample(*sample_args(batch), init_images=batch.rendering, t_start=0.3, num_steps=2,
                       generator=torch.Generator().manual_seed(0))  # fmt: skip
     torch.testing.assert_close(a, b)
+
+
+def test_scene_adaptation_fits_the_left_out_views_and_leaves_the_prior_ready_to_sample():
+    from reconfusion.adaptation import AdaptationConfig, adapt_prior, leave_one_out
+    from test_guidance import observations
+
+    prior = repairing_prior()
+    views = observations(prior.resolution, count=4)
+    batch = leave_one_out(views, observed=3, rng=np.random.default_rng(0))
+    assert batch.observed_images.shape[:2] == (4, 3) and batch.rendering.shape == batch.target_image.shape
+    result = adapt_prior(prior, views, AdaptationConfig(steps=15, learning_rate=1e-3))
+    assert result.loss_after < result.loss_before
+    assert not prior.training and not any(p.requires_grad for p in prior.parameters())
+    with pytest.raises(ValueError, match="repairing"):
+        adapt_prior(micro_prior(), views, AdaptationConfig(steps=1))
