@@ -48,6 +48,7 @@ VARIANTS = {
     "today": arguments(()),
     "all": arguments(tuple(ON)),
     "all-constant-depth-weight": arguments(tuple(ON), CONSTANT_DEPTH_WEIGHT),
+    "all-but-near-far-annealing": arguments(("coarse-to-fine", "occlusion", "depth-smoothness")),
     "depth-smoothness": arguments(("depth-smoothness",)),
     "near-far-annealing": arguments(("near-far-annealing",)),
     "coarse-to-fine": arguments(("coarse-to-fine",)),

@@ -3,14 +3,14 @@
 # corpus (scripts/make_degraded_corpus.sh) and the training scenes with synthetic degradations. Never on an
 # evaluation scene. Rerun the same command to resume from the last checkpoint.
 # Usage: bash scripts/train_repair_prior.sh [RUN_DIR]
-# Environment: STEPS, MINUTES (0 = no limit), BATCH (8 on a CPU; e.g. BATCH=64 on a GPU), THREADS, INIT (a prior folder
+# Environment: CORPUS_WEIGHT (share of corpus examples against scene examples, default 3), STEPS, MINUTES (0 = no limit), BATCH (8 on a CPU; e.g. BATCH=64 on a GPU), THREADS, INIT (a prior folder
 # to start from instead of fresh weights, e.g. the last exported one when the checkpoints are gone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-outputs/repair-prior}
 PY=${PYTHON:-.venv/bin/python}
 OMP_NUM_THREADS=${THREADS:-1} $PY -m train_prior repair \
-  --datasets "degraded:outputs/degraded@3" "scenes:outputs/train-scenes@1" \
+  --datasets "degraded:outputs/degraded@${CORPUS_WEIGHT:-3}" "scenes:outputs/train-scenes@1" \
   --output-dir "$RUN" --steps "${STEPS:-20000}" --batch-size "${BATCH:-8}" --max-minutes "${MINUTES:-0}" \
   --checkpoint-every 100 --keep-checkpoints 2 --image-every 250 --log-every 25 ${INIT:+--init-from "$INIT" --resolution 128}
 if [ -f "$RUN/prior/reconfusion_prior.json" ]; then echo "prior written to $RUN/prior"; else echo "stopped before the end: rerun the same command to resume"; fi
