@@ -124,12 +124,28 @@ def copy_scene(scene: Path, config: DegradeConfig) -> Path:
 
 def plan_fits(config: DegradeConfig) -> list[PlannedFit]:
     """Every (scene copy, views) fit, view count first; scenes too small for a count are left out of it."""
-    if not config.stops or min(config.stops) < 1:
-        raise InputError(f"--stops {' '.join(map(str, config.stops))}: give one or more positive step counts")
+    check(config)
     copies = [copy_scene(scene, config) for scene in find_scenes(config.scenes)]
     splits = {copy: load_scene(copy).splits for copy in copies}
-    return [PlannedFit(copy, views, fit_folder(config.out, copy.name, views))
+    fits = [PlannedFit(copy, views, fit_folder(config.out, copy.name, views))
             for views in config.views for copy in copies if views in splits[copy]]  # fmt: skip
+    if not fits:
+        raise InputError(f"{' '.join(map(str, config.scenes))}: no scene has enough views for a fit on "
+                         f"{' or '.join(map(str, config.views))} views with a view held out; pass fewer --views")  # fmt: skip
+    return fits
+
+
+def check(config: DegradeConfig) -> None:
+    """InputError naming the option and the fix for settings that cannot work."""
+    if not config.stops or min(config.stops) < 1:
+        raise InputError(f"--stops {' '.join(map(str, config.stops))}: give one or more positive step counts")
+    if not config.views or min(config.views) < 1:
+        raise InputError(f"--views {' '.join(map(str, config.views))}: give one or more positive view counts")
+    for name in ("max_held_out", "jobs"):
+        if getattr(config, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} {getattr(config, name)}: must be 1 or more")
+    if config.max_side < 8:
+        raise InputError(f"--max-side {config.max_side}: must be at least 8 pixels")
 
 
 def fit_command(fit: PlannedFit, config: DegradeConfig) -> list[str]:

@@ -166,3 +166,19 @@ def test_the_repair_preset_trains_on_a_corpus_and_scenes_and_lists_both_in_its_m
     assert {(row["format"], row["scene"]) for row in manifest} >= {("degraded", "scene_00005"), ("scenes", "scene_00005")}
     with pytest.raises(SystemExit, match="repair preset"):
         run(TrainConfig(datasets=(f"degraded:{corpus}",), output_dir=tmp_path / "tiny", steps=1, cpu=True))
+
+
+@pytest.mark.parametrize("change, message", [({"max_held_out": 0}, "--max-held-out 0"), ({"stops": (0, 5)}, "--stops"),
+                                             ({"views": (40,)}, "pass fewer --views"), ({"jobs": 0}, "--jobs 0")])  # fmt: skip
+def test_settings_that_cannot_work_are_named(scenes, tmp_path, change, message):
+    with pytest.raises(InputError, match=message):
+        plan_fits(DegradeConfig(scenes=(scenes,), out=tmp_path / "corpus", **change))
+
+
+def test_the_restoration_evaluation_says_what_is_wrong_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "train_prior.evaluation", str(tmp_path), "--corpus", str(tmp_path)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "error:" in done.stderr

@@ -294,5 +294,18 @@ def main(prior: Positional[Path], data: tuple[Path, ...] = (), corpus: Path | No
     print(json.dumps(result if compare is not None else result["prior"], indent=2))
 
 
+def entrypoint() -> None:
+    """Bad input (a missing folder, a corpus without fits, a prior that does not repair) is one line on stderr."""
+    import sys
+
+    from reconfusion.cli import one_line
+
+    try:
+        tyro.cli(main)
+    except InputError as err:
+        sys.stderr.write(f"train_prior.evaluation: error: {one_line(str(err))}\n")
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    tyro.cli(main)
+    entrypoint()
