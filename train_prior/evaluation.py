@@ -156,7 +156,7 @@ def side_by_side(columns: list[torch.Tensor], path: Path, rows: int = 4) -> Path
 
 @dataclass(frozen=True)
 class RestorationScore:
-    """A repairing prior on degraded renderings of one source at one noise level (means over its examples)."""
+    """A prior on degraded renderings of one source at one noise level (means over its examples)."""
 
     source: str
     """Scene and views of the fits, and whether their renderings come from fits stopped early; "all" for every example."""
@@ -190,13 +190,12 @@ def restoration_examples(corpus: Path, resolution: int, examples: int, seed: int
 def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float, ...] = (0.2, 0.4, 0.6),
                          examples: int = 48, batch_size: int = 8, seed: int = 12345, num_steps: int | None = None,
                          guidance_scale: float | None = None, sheet: Path | None = None) -> list[RestorationScore]:
-    """Restoration gain of a repairing prior on a degraded-rendering corpus of held-out scenes: per noise level,
-    per source and over all, the prior's output against the rendering it was given. DDIM steps and guidance
-    default to the sample loss's. ``sheet``: rendering | restored at each t | photograph of the first examples."""
+    """Restoration gain of a prior on a degraded-rendering corpus of held-out scenes: per noise level, per source
+    and over all, the prior's output against the rendering it was given (a repairing prior also sees the rendering
+    as its condition; any other starts from it, as the sample loss uses it). DDIM steps and guidance default to
+    the sample loss's. ``sheet``: rendering | restored at each t | photograph of the first examples."""
     from reconfusion.guidance import SampleLossConfig
 
-    if not prior.config.repairs:
-        raise InputError(f"the prior ({prior.config.preset}) does not repair renderings; pass a prior of the repair preset")
     defaults = SampleLossConfig()
     num_steps, guidance_scale = num_steps or defaults.num_steps, guidance_scale or defaults.guidance_scale
     dataset, described = restoration_examples(corpus, prior.resolution, examples, seed)
