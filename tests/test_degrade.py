@@ -144,6 +144,7 @@ def test_restoration_is_scored_against_the_rendering_given(scenes, tmp_path):
     assert 5 < overall.rendering_psnr < 12  # half brightness
     # a zero residual gives back the rendering (through the autoencoder): no gain, whatever the noise level
     assert abs(overall.gain_db) < 3.0
+    assert overall.restored_psnr == pytest.approx(overall.round_trip_psnr, abs=0.3)
     assert (tmp_path / "sheet.png").is_file() and "| all | 0.3 | 4 |" in restoration_table(rows)
     plain = evaluate_restoration(ReconFusionPrior.from_preset("tiny", preset=MICRO), tmp_path / "corpus", ts=(0.3,),
                                  examples=2, num_steps=1)  # fmt: skip

@@ -171,6 +171,8 @@ class RestorationScore:
     restored_lpips: float
     pixelnerf_psnr: float
     """PixelNeRF's RGB alone (latent resolution, against the area-downsampled photograph)."""
+    round_trip_psnr: float
+    """The rendering through the prior's autoencoder, D(E(rendering)): what a prior that changes nothing returns."""
 
     @property
     def gain_db(self) -> float:
@@ -212,7 +214,8 @@ def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float,
         photo, rendering = batch["target_image"], batch["rendering"]
         rgb = prior.condition(*views, near=batch["near"], far=batch["far"], stratified=False, rendering=rendering).rgb
         scores = {"pixelnerf_psnr": psnr(rgb.clamp(0, 1), F.interpolate(photo, size=rgb.shape[-2:], mode="area")),
-                  "rendering_psnr": psnr(rendering, photo), "rendering_lpips": lpips.to(photo.device)(rendering, photo)}
+                  "rendering_psnr": psnr(rendering, photo), "rendering_lpips": lpips.to(photo.device)(rendering, photo),
+                  "round_trip_psnr": psnr(prior.decode_latents(prior.encode_images(rendering)).float(), photo)}
         restored_views = []
         for t in ts:
             generator = torch.Generator(device=prior.device).manual_seed(seed + first)
@@ -235,7 +238,8 @@ def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float,
         mean = lambda key: float(values[key][pick].mean())  # noqa: E731
         for t in ts:
             rows.append(RestorationScore(source, t, len(members), mean("rendering_psnr"), mean(f"restored_psnr@{t}"),
-                                         mean("rendering_lpips"), mean(f"restored_lpips@{t}"), mean("pixelnerf_psnr")))
+                                         mean("rendering_lpips"), mean(f"restored_lpips@{t}"), mean("pixelnerf_psnr"),
+                                         mean("round_trip_psnr")))  # fmt: skip
     if sheet is not None:
         side_by_side(shown, sheet, rows=min(8, examples))
     return rows
@@ -244,10 +248,11 @@ def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float,
 def restoration_table(rows: list[RestorationScore]) -> str:
     """Markdown: one line per (source, t) with the gain in dB."""
     lines = ["| source | t | examples | rendering PSNR | restored PSNR | gain (dB) | rendering LPIPS | restored LPIPS | "
-             "PixelNeRF PSNR |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "PixelNeRF PSNR | autoencoder round trip PSNR |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         lines.append(f"| {r.source} | {r.t:.1f} | {r.examples} | {r.rendering_psnr:.2f} | {r.restored_psnr:.2f} | "
-                     f"{r.gain_db:+.2f} | {r.rendering_lpips:.3f} | {r.restored_lpips:.3f} | {r.pixelnerf_psnr:.2f} |")
+                     f"{r.gain_db:+.2f} | {r.rendering_lpips:.3f} | {r.restored_lpips:.3f} | {r.pixelnerf_psnr:.2f} | "
+                     f"{r.round_trip_psnr:.2f} |")
     return "\n".join(lines)
 
 
