@@ -62,7 +62,7 @@ from torch import Tensor
 
 from reconfusion.cameras import crop_intrinsics, normalize_cameras
 from reconfusion.novel_views import Layout, detect_layout, nearest_views, sample_novel_cameras
-from reconfusion.observations import Coverage, Observations, observed_coverage
+from reconfusion.observations import Coverage, Observations, observed_coverage, random_windows
 
 logger = logging.getLogger(__name__)
 
@@ -253,17 +253,14 @@ class SampleGuidance:
             self.normalised_c2w, num, self.rng, self.layout, cfg.position_jitter, cfg.rotation_jitter_degrees
         )
         conditioning = nearest_views(novel, self.normalised_c2w, cfg.num_conditioning_views)
-        obs, size = self.observations, self.prior.resolution
+        obs = self.observations
         nearest = torch.as_tensor(conditioning[:, 0], device=obs.c2w.device)
-        slack = (obs.frame_sizes[nearest] - size).clamp(min=0).cpu().numpy()
-        top_left = np.floor(self.rng.random((num, 2)) * (slack + 1))
-        shift = torch.zeros(num, 4, device=obs.c2w.device)
-        shift[:, 2:] = torch.as_tensor(top_left[:, ::-1].copy(), dtype=torch.float32)  # cx -= left, cy -= top
+        intrinsics = random_windows(obs.frame_intrinsics[nearest], obs.frame_sizes[nearest], self.prior.resolution, self.rng)
         low, high = self.noise_range(step)
         t = low + (high - low) * torch.rand(num, generator=self.generator, dtype=torch.float64)
         return NovelViews(
             c2w=torch.as_tensor(self.to_world(novel), dtype=torch.float32, device=obs.c2w.device),
-            intrinsics=obs.frame_intrinsics[nearest] - shift,
+            intrinsics=intrinsics,
             conditioning=torch.as_tensor(conditioning, device=obs.c2w.device),
             t=t.float().to(obs.c2w.device),
             step=step,

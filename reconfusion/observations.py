@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
@@ -38,6 +39,18 @@ class Observations:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+
+def random_windows(
+    intrinsics: Float[Tensor, "N 4"], frame_sizes: Int[Tensor, "N 2"], size: int, rng: np.random.Generator
+) -> Float[Tensor, "N 4"]:
+    """Intrinsics of a ``size`` x ``size`` window at a random place (one ``rng`` draw per frame) in each frame of
+    (height, width) ``frame_sizes``; a frame smaller than the window keeps its top-left corner."""
+    slack = (frame_sizes - size).clamp(min=0).cpu().numpy()
+    top_left = np.floor(rng.random((len(frame_sizes), 2)) * (slack + 1))
+    shift = torch.zeros_like(intrinsics)
+    shift[:, 2:] = torch.as_tensor(top_left[:, ::-1].copy(), dtype=intrinsics.dtype)  # cx -= left, cy -= top
+    return intrinsics - shift.to(intrinsics.device)
 
 
 def square_views(

@@ -30,6 +30,7 @@ from torch import Tensor
 from reconfusion.cameras import normalize_cameras
 from reconfusion.files import InputError
 from reconfusion.novel_views import detect_layout, nearest_views, sample_novel_cameras
+from reconfusion.observations import random_windows
 
 
 @dataclass(frozen=True)
@@ -170,11 +171,7 @@ class UnobservedPatches:
         """(c2w (num, 4, 4), intrinsics (num, 4) of the windows, index (num,) of the nearest observed view)."""
         novel = sample_novel_cameras(self.normalised, num, self.rng, self.layout)
         nearest = torch.as_tensor(nearest_views(novel, self.normalised, 1)[:, 0])
-        slack = (self.sizes[nearest] - size).clamp(min=0).numpy()
-        top_left = torch.as_tensor(np.floor(self.rng.random((num, 2)) * (slack + 1)), dtype=torch.float32)
-        intrinsics = self.intrinsics[nearest].clone()
-        intrinsics[:, 2] -= top_left[:, 1]
-        intrinsics[:, 3] -= top_left[:, 0]
+        intrinsics = random_windows(self.intrinsics[nearest], self.sizes[nearest], size, self.rng)
         world = novel.copy()
         world[:, :3, 3] = world[:, :3, 3] / self.scale + self.focus
         return torch.as_tensor(world, dtype=torch.float32), intrinsics, nearest
