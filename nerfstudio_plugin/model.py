@@ -345,6 +345,9 @@ class ReconFusionModel(NerfactoModel):
             [image.to(self.device) for image in images], c2w.to(self.device), intrinsics.to(self.device), prior.resolution
         )
         if self.config.prior_adaptation.steps > 0:
+            if not prior.config.repairs:
+                raise InputError(f"{source}: a {prior.config.preset} prior cannot adapt to the scene; pass a repairing "
+                                 "prior (python -m train_prior repair) or --pipeline.model.prior-adaptation.steps 0")  # fmt: skip
             adapt_prior(prior, observations, self.config.prior_adaptation)  # in float32, before any half precision
         prior = prior.to(self.device, torch.float16 if half else torch.float32)
         lpips, settings = self.lpips.load(self.device), self.config.sample_loss

@@ -22,6 +22,9 @@ from reconfusion.scene import scene_root
 logger = logging.getLogger("reconfusion")
 
 MODE_FLAG = "--pipeline.model.sample-loss.mode"
+ADAPT_FLAG = "--pipeline.model.prior-adaptation.steps"
+ADAPTATION_STEPS = 20
+"""Scene-adaptation steps of the reconfusion-adapted method (a repairing prior fine-tuned on the scene's views)."""
 PRIOR_FLAG = "--pipeline.model.prior"
 SEED_FLAG = "--machine.seed"
 DEFAULT_SEED = 42
@@ -46,6 +49,7 @@ class MethodCommand:
 METHODS: dict[str, MethodCommand] = {
     "baseline": MethodCommand("reconfusion-baseline-cpu", "reconfusion-baseline", uses_prior=False),
     "reconfusion": MethodCommand("reconfusion-cpu", "reconfusion", uses_prior=True),
+    "reconfusion-adapted": MethodCommand("reconfusion-cpu", "reconfusion", True, (ADAPT_FLAG, str(ADAPTATION_STEPS))),
     "sds": MethodCommand("reconfusion-cpu", "reconfusion", True, (MODE_FLAG, "sds")),
     "multistep": MethodCommand("reconfusion-cpu", "reconfusion", True, (MODE_FLAG, "multistep")),
     "annealed-multistep": MethodCommand("reconfusion-cpu", "reconfusion", True, (MODE_FLAG, "annealed-multistep")),
@@ -62,7 +66,8 @@ class BenchmarkConfig:
     views: tuple[int, ...] = (3, 6, 9)
     """Numbers of training views (one split file each)."""
     methods: tuple[str, ...] = ("baseline", "reconfusion")
-    """baseline, reconfusion, and the sample-loss modes sds, multistep, annealed-multistep."""
+    """baseline, reconfusion, reconfusion-adapted (a repairing prior adapted to the scene first), and the sample-loss
+    modes sds, multistep, annealed-multistep."""
     seeds: tuple[int, ...] = (DEFAULT_SEED,)
     """nerfstudio seeds (--machine.seed): every (scene, views, method) is fitted once per seed, and the
     report pairs each method with the baseline of the same seed."""

@@ -205,7 +205,7 @@ def test_charbonnier_reconstruction_loss(prior_folder):
     assert losses["rgb_loss"].item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_a_repairing_prior_adapts_to_the_scene_before_the_fit_and_bounds_the_noise(scene, tmp_path, caplog):
+def test_a_repairing_prior_adapts_to_the_scene_before_the_fit_and_bounds_the_noise(scene, prior_folder, tmp_path, caplog):
     from reconfusion.adaptation import AdaptationConfig
     from reconfusion.presets import PriorConfig, TinyPreset
 
@@ -220,6 +220,10 @@ def test_a_repairing_prior_adapts_to_the_scene_before_the_fit_and_bounds_the_noi
     assert "prior adapted to the scene: 1 steps" in caplog.text
     assert model.guidance.noise_range(0)[1] == 0.7
     assert not any(p.requires_grad for p in model.guidance.prior.parameters())
+    plain = _cpu_model(prior_folder, len(dataset))
+    plain.config.prior_adaptation = AdaptationConfig(steps=1)
+    with pytest.raises(InputError, match="cannot adapt to the scene"):
+        plain.setup_prior(*observed_views(dataset), total_steps=100)
 
 
 @pytest.mark.parametrize("mode", ["annealed-multistep", "multistep", "sds"])
