@@ -187,6 +187,10 @@ def build_tiny_components(preset: TinyPreset = TinyPreset(), vae: AutoencoderKL 
     if vae.config.latent_channels != preset.latent_channels:
         raise ValueError(f"the autoencoder has {vae.config.latent_channels} latent channels, the preset {preset.latent_channels}")
     latent_size = preset.resolution // vae_downsampling(vae)
+    unet = build_tiny_unet(preset, latent_size)
+    if preset.prior.repairs:  # the residual starts at zero: an untrained repairing prior returns the rendering
+        torch.nn.init.zeros_(unet.conv_out.weight)
+        torch.nn.init.zeros_(unet.conv_out.bias)
     return {
         "pixelnerf": PixelNeRF(
             feature_channels=preset.feature_channels,
@@ -199,7 +203,7 @@ def build_tiny_components(preset: TinyPreset = TinyPreset(), vae: AutoencoderKL 
             channels=tuple(preset.image_encoder_channels),
             image_size=preset.resolution,
         ),
-        "unet": build_tiny_unet(preset, latent_size),
+        "unet": unet,
         "vae": vae,
         "scheduler": tiny_scheduler(),
     }

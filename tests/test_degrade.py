@@ -134,8 +134,6 @@ def test_restoration_is_scored_against_the_rendering_given(scenes, tmp_path):
 
     torch.manual_seed(0)
     prior = ReconFusionPrior.from_preset("tiny", preset=dataclasses.replace(MICRO, prior=PriorConfig(repairs=True)))
-    torch.nn.init.zeros_(prior.unet.conv_out.weight)
-    torch.nn.init.zeros_(prior.unet.conv_out.bias)
     rows = evaluate_restoration(prior, fake_corpus(scenes, tmp_path), ts=(0.3,), examples=4, batch_size=2,
                                 num_steps=2, sheet=tmp_path / "sheet.png")  # fmt: skip
     overall = rows[0]
