@@ -10,6 +10,8 @@ compared, and ``--image`` writes a side-by-side of samples: other prior | this p
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -282,8 +284,9 @@ def main(prior: Positional[Path], data: tuple[Path, ...] = (), corpus: Path | No
         table = restoration_table(rows)
         print(table)
         if report is not None:
-            write_text(report, f"Restoration by `{prior}` on `{corpus}` (columns of the sheet: rendering | restored "
-                               f"at t = {', '.join(map(str, ts))} | photograph):\n\n{table}\n")  # fmt: skip
+            command = shlex.join(["python", "-m", "train_prior.evaluation", *sys.argv[1:]])
+            write_text(report, f"Restoration by `{prior}` on `{corpus}`, written by `{command}` (columns of the sheet: "
+                               f"rendering | restored at t = {', '.join(map(str, ts))} | photograph):\n\n{table}\n")  # fmt: skip
             write_json(report.with_suffix(".json"), [dict(asdict(r), gain_db=r.gain_db) for r in rows])
         return
     if not data:
@@ -300,8 +303,6 @@ def main(prior: Positional[Path], data: tuple[Path, ...] = (), corpus: Path | No
 
 def entrypoint() -> None:
     """Bad input (a missing folder, a corpus without fits, a prior that does not repair) is one line on stderr."""
-    import sys
-
     from reconfusion.cli import one_line
 
     try:
