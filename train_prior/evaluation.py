@@ -260,7 +260,8 @@ def restoration_table(rows: list[RestorationScore]) -> str:
 
 def main(prior: Positional[Path], data: tuple[Path, ...] = (), corpus: Path | None = None, examples: int = 64,
          seed: int = 12345, compare: Path | None = None, image: Path | None = None,
-         ts: tuple[float, ...] = (0.2, 0.4, 0.6), report: Path | None = None) -> None:
+         ts: tuple[float, ...] = (0.2, 0.4, 0.6), report: Path | None = None, num_steps: int | None = None,
+         guidance_scale: float | None = None) -> None:
     """Print the held-out quality of the prior saved in PRIOR as JSON; with --corpus, the restoration gain of a
     repairing prior on degraded renderings of held-out scenes.
 
@@ -276,11 +277,14 @@ def main(prior: Positional[Path], data: tuple[Path, ...] = (), corpus: Path | No
             with --corpus: rendering | restored at each t | photograph.
         ts: With --corpus: the noise levels the renderings are noised to.
         report: With --corpus: also write the table (Markdown) and the scores (JSON beside it) here.
+        num_steps: With --corpus: DDIM steps from t to 0 (default: the sample loss's).
+        guidance_scale: With --corpus: classifier-free guidance scale (default: the sample loss's).
     """
     device = "cuda" if torch.cuda.is_available() else "cpu"
     priors = {"prior": ReconFusionPrior.from_pretrained(prior).to(device)}
     if corpus is not None:
-        rows = evaluate_restoration(priors["prior"], corpus, ts, examples, seed=seed, sheet=image)
+        rows = evaluate_restoration(priors["prior"], corpus, ts, examples, seed=seed, num_steps=num_steps,
+                                    guidance_scale=guidance_scale, sheet=image)  # fmt: skip
         table = restoration_table(rows)
         print(table)
         if report is not None:
