@@ -13,6 +13,8 @@ mkdir -p "$DOCS"
 [ -f "$RUN/prior/reconfusion_prior.json" ] || { echo "$RUN/prior: no exported prior yet; run scripts/train_repair_prior.sh"; exit 2; }
 OMP_NUM_THREADS=${THREADS:-1} $PY -m train_prior.evaluation "$RUN/prior" --corpus outputs/degraded-eval --examples "$EXAMPLES" \
   --image "$DOCS/restoration.png" --report "$DOCS/restoration.md"
+OMP_NUM_THREADS=${THREADS:-1} $PY -m train_prior.evaluation "$RUN/prior" --corpus outputs/degraded --examples "$EXAMPLES" \
+  --ts 0.2 0.4 --report "$DOCS/restoration_training_scenes.md"   # scenes it trained on: the generalisation gap
 OMP_NUM_THREADS=${THREADS:-1} $PY -m train_prior.evaluation reconfusion/assets/default_prior --corpus outputs/degraded-eval \
   --examples "$EXAMPLES" --image "$DOCS/restoration_bundled_prior.png" --report "$DOCS/restoration_bundled_prior.md"
 cp "$RUN/prior/README.md" "$DOCS/model_card.md"
