@@ -23,7 +23,7 @@ import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 
 from nerfstudio_plugin.methods import cpu_config
-from reconfusion.corpus import FIT_FILE, FORMAT, stop_file, write_renders
+from reconfusion.corpus import FIT_FILE, FORMAT, read_renders, stop_file, write_renders
 from reconfusion.files import atomic_directory, write_json
 from reconfusion.metrics import psnr
 from reconfusion.scene import load_scene
@@ -47,8 +47,8 @@ def fit_config(scene: Path, views: int, iterations: int, seed: int, workdir: Pat
     return config
 
 
-def render_test_views(pipeline) -> tuple[np.ndarray, np.ndarray]:
-    """(rgb uint8 (K, H, W, 3), depth (K, H, W) in the scene's units) of the eval split's cameras."""
+def render_test_views(pipeline) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(rgb uint8 (H, W, 3), depth (H, W) in the scene's units) of each of the eval split's cameras."""
     model, dataset = pipeline.model, pipeline.datamanager.eval_dataset
     scale = float(pipeline.datamanager.train_dataparser_outputs.dataparser_scale)
     model.eval()
@@ -59,7 +59,7 @@ def render_test_views(pipeline) -> tuple[np.ndarray, np.ndarray]:
             rgbs.append((outputs["rgb"].clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8))
             depths.append(outputs["depth"][..., 0].cpu().numpy() / scale)
     model.train()
-    return np.stack(rgbs), np.stack(depths)
+    return rgbs, depths
 
 
 def degrade_fit(scene: Path, out: Path, views: int, stops: tuple[int, ...], seed: int = 0) -> dict:
@@ -86,7 +86,7 @@ def degrade_fit(scene: Path, out: Path, views: int, stops: tuple[int, ...], seed
                                                   iters=tuple(s - 1 for s in stops)))  # fmt: skip
         trainer.train()
         shutil.rmtree(tmp / "ns", ignore_errors=True)
-        truth = torch.from_numpy(np.stack([loaded.image(v) for v in split.test_ids])).permute(0, 3, 1, 2)
+        truth = [loaded.image(v) for v in split.test_ids]
         quality = {str(stop): round(mean_psnr(stop_file(tmp, stop), truth), 3) for stop in stops}
         meta = {
             "format": FORMAT, "scene": os.path.relpath(Path(scene).resolve(), Path(out).resolve()), "views": views,
@@ -99,11 +99,11 @@ def degrade_fit(scene: Path, out: Path, views: int, stops: tuple[int, ...], seed
     return meta
 
 
-def mean_psnr(renders: Path, truth: torch.Tensor) -> float:
-    """Mean PSNR of a stop's renderings against the photographs (K, 3, H, W) in the same order."""
-    with np.load(renders) as data:
-        rgb = torch.from_numpy(data["rgb"].astype(np.float32) / 255.0).permute(0, 3, 1, 2)
-    return float(psnr(rgb, truth).mean())
+def mean_psnr(renders: Path, truth: list[np.ndarray]) -> float:
+    """Mean over views of the PSNR of a stop's renderings against the photographs (H, W, 3), in the same order."""
+    as_tensor = lambda image: torch.from_numpy(np.asarray(image, np.float32)).permute(2, 0, 1)  # noqa: E731
+    rgb = read_renders(renders)["rgb"]
+    return float(np.mean([float(psnr(as_tensor(r / 255.0), as_tensor(t))) for r, t in zip(rgb, truth)]))
 
 
 def cpu_seconds() -> float:

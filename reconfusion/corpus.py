@@ -9,7 +9,8 @@ Layout of a corpus folder::
     fits/NAME/N-views/stop_SSSSSS.npz
                                  the held-out views rendered after SSSSSS training steps: ``ids`` (K,) view ids,
                                  ``rgb`` (K, H, W, 3) uint8, ``depth`` (K, H, W) float16, distance along each
-                                 ray in the scene's own units
+                                 ray in the scene's own units (views of different sizes: ``rgb_k``, ``depth_k``
+                                 per view k instead)
     corpus.json                  the plan and what finished: fits, examples, CPU time, throughput
 
 An example is (observed views = the fit's training views, target = a held-out view, the rendering and its
@@ -40,12 +41,26 @@ def fit_folder(corpus: Path, scene_name: str, views: int) -> Path:
     return Path(corpus) / "fits" / scene_name / f"{views}-views"
 
 
-def write_renders(path: Path, ids, rgb: np.ndarray, depth: np.ndarray) -> None:
-    """One stop's renderings, atomically (uint8 colour, float16 depth)."""
+def write_renders(path: Path, ids, rgb: list[np.ndarray], depth: list[np.ndarray]) -> None:
+    """One stop's renderings (uint8 colour, float16 depth per view), atomically; stacked when they share a size."""
+    rgb, depth = [np.asarray(x, np.uint8) for x in rgb], [np.asarray(x, np.float16) for x in depth]
+    if len({x.shape for x in rgb}) == 1:
+        arrays = {"rgb": np.stack(rgb), "depth": np.stack(depth)}
+    else:
+        arrays = {**{f"rgb_{k}": x for k, x in enumerate(rgb)}, **{f"depth_{k}": x for k, x in enumerate(depth)}}
     with atomic_file(Path(path)) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, ids=np.asarray(ids, np.int64), rgb=np.asarray(rgb, np.uint8),
-                                depth=np.asarray(depth, np.float16))  # fmt: skip
+            np.savez_compressed(handle, ids=np.asarray(ids, np.int64), **arrays)
+
+
+def read_renders(path: Path) -> dict:
+    """``ids`` (K,), and ``rgb`` / ``depth``: lists of K arrays (H, W, 3) uint8 / (H, W) float16."""
+    with np.load(path) as data:
+        ids = data["ids"]
+        if "rgb" in data:
+            return {"ids": ids, "rgb": list(data["rgb"]), "depth": list(data["depth"])}
+        return {"ids": ids, "rgb": [data[f"rgb_{k}"] for k in range(len(ids))],
+                "depth": [data[f"depth_{k}"] for k in range(len(ids))]}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -65,11 +80,10 @@ class DegradedFit:
         return len(self.held_out_ids) * len(self.stops)
 
     def renders(self, stop: int) -> dict[str, np.ndarray]:
-        """``ids``, ``rgb`` (K, H, W, 3) uint8 and ``depth`` (K, H, W) float16 of one stop."""
+        """``ids``, ``rgb`` (K arrays (H, W, 3) uint8) and ``depth`` (K arrays (H, W) float16) of one stop."""
         path = stop_file(self.folder, stop)
         try:
-            with np.load(path) as data:
-                return {key: data[key] for key in ("ids", "rgb", "depth")}
+            return read_renders(path)
         except (OSError, KeyError, ValueError) as err:
             raise InputError(f"{path}: unreadable renderings ({err}); delete {self.folder} and rerun "
                              "reconfusion data degrade to fit it again") from err  # fmt: skip

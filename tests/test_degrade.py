@@ -60,12 +60,18 @@ def test_a_corpus_without_fits_says_how_to_make_one(tmp_path):
         read_corpus(tmp_path)
 
 
-def test_renders_round_trip(tmp_path):
+def test_renders_round_trip_whatever_the_sizes(tmp_path):
+    from reconfusion.corpus import read_renders
+
     rgb = np.random.default_rng(0).integers(0, 255, (2, 5, 7, 3), dtype=np.uint8)
     write_renders(stop_file(tmp_path, 10), [4, 9], rgb, np.full((2, 5, 7), 1.5))
-    with np.load(stop_file(tmp_path, 10)) as data:
-        assert data["ids"].tolist() == [4, 9] and np.array_equal(data["rgb"], rgb)
-        assert data["depth"].dtype == np.float16
+    back = read_renders(stop_file(tmp_path, 10))
+    assert back["ids"].tolist() == [4, 9] and all(np.array_equal(a, b) for a, b in zip(back["rgb"], rgb))
+    assert back["depth"][0].dtype == np.float16
+    mixed = [rgb[0], rgb[1].transpose(1, 0, 2)]  # a portrait view among landscape ones (a COLMAP capture)
+    write_renders(stop_file(tmp_path, 20), [4, 9], mixed, [np.ones((5, 7)), np.ones((7, 5))])
+    back = read_renders(stop_file(tmp_path, 20))
+    assert [a.shape for a in back["rgb"]] == [(5, 7, 3), (7, 5, 3)] and back["depth"][1].shape == (7, 5)
 
 
 @pytest.mark.slow
