@@ -161,9 +161,10 @@ def run_degrade(config: DegradeConfig) -> dict:
 
     out = Path(config.out)
     fits = plan_fits(config)
-    pending = [] if config.report_only else [fit for fit in fits if not fit.done]
+    unfinished = [fit for fit in fits if not fit.done]
+    pending = [] if config.report_only else unfinished
     logger.info("%s: %d fits planned over %d scenes, %d finished, %d to run (%d at a time)", out, len(fits),
-                len({f.scene for f in fits}), len(fits) - len(pending), len(pending), config.jobs)  # fmt: skip
+                len({f.scene for f in fits}), len(fits) - len(unfinished), len(pending), config.jobs)  # fmt: skip
     env = child_environment(BenchmarkConfig(threads=1), "cpu")
     failed: list[PlannedFit] = []
     start, made = time.monotonic(), [0]

@@ -57,3 +57,17 @@ def test_two_priors_are_scored_on_the_same_examples_and_shown_side_by_side(tmp_p
     from PIL import Image
 
     assert Image.open(image).size == (3 * 64, 2 * 64)
+
+
+def test_the_licence_a_data_readme_states_for_a_source_reaches_the_manifest(tmp_path):
+    from train_prior.model_card import stated_licence
+
+    (tmp_path / "train" / "heads" / "a1").mkdir(parents=True)
+    (tmp_path / "train" / "photos" / "cup").mkdir(parents=True)
+    (tmp_path / "README.md").write_text(
+        "| folder | what | licence (as the source states it) |\n|---|---|---|\n"
+        "| `photos/cup` | a cup | CC BY-NC-SA 4.0 |\n| `heads/` (2 scenes) | heads | research only |\n\nprose\n"
+    )
+    assert stated_licence(tmp_path / "train" / "photos" / "cup").startswith("CC BY-NC-SA 4.0 (as ")
+    assert stated_licence(tmp_path / "train" / "heads" / "a1").startswith("research only")
+    assert stated_licence(tmp_path / "elsewhere") is None

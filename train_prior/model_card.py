@@ -33,6 +33,47 @@ def _licence_near(folder: Path, root: Path) -> str | None:
     return None
 
 
+def stated_licence(source: Path, levels: int = 4) -> str | None:
+    """The licence a data README beside a parent of ``source`` states for it: the "licence" cell of the row of a
+    Markdown table whose "folder" cell is the longest prefix of ``source``'s path below that README's folder
+    (as ../shared/data/README.md lists its training sources); None when no README says."""
+    for folder in list(Path(source).resolve().parents)[:levels]:
+        readme = folder / "README.md"
+        if not readme.is_file():
+            continue
+        rows = licence_rows(readme.read_text(errors="replace"))
+        for below in (folder / "train", folder):
+            try:
+                relative = Path(source).resolve().relative_to(below).as_posix() + "/"
+            except ValueError:
+                continue
+            matches = [key for key in rows if relative.startswith(key)]
+            if matches:
+                return f"{rows[max(matches, key=len)]} (as {readme} states it)"
+    return None
+
+
+def licence_rows(markdown: str) -> dict[str, str]:
+    """``folder/`` -> licence text of every Markdown table with a "folder" and a "licence" column."""
+    rows: dict[str, str] = {}
+    header: list[str] | None = None
+    for line in markdown.splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if header is None:
+            header = [cell.lower() for cell in cells]
+            continue
+        folder = next((i for i, name in enumerate(header) if name == "folder"), None)
+        licence = next((i for i, name in enumerate(header) if name.startswith("licence")), None)
+        if folder is None or licence is None or set(cells[0]) <= set("-: ") or len(cells) != len(header):
+            continue
+        key = cells[folder].replace("`", "").split(" ")[0].rstrip("/") + "/"
+        rows[key] = cells[licence]
+    return rows
+
+
 def _provenance(scene: Scene, root: Path) -> tuple[str, str]:
     """(source, licence) of a training scene: what generated it (procedural seed, rendered mesh) or where it
     lies, and the licence file found for it ("procedural" for generated scenes, "not found" otherwise)."""
@@ -48,7 +89,7 @@ def _provenance(scene: Scene, root: Path) -> tuple[str, str]:
     imported = header.get("reconfusion_import")
     if isinstance(imported, dict) and imported.get("source"):  # `reconfusion data import` / `data colmap`: the original
         original = Path(imported["source"])
-        licence = _licence_near(original, original.parent)
+        licence = stated_licence(original) or _licence_near(original, original.parent)
         return f"{imported.get('format')} import of {original}", licence or "not found beside the source (see where it came from)"
     return str(folder), _licence_near(folder, root) or "not found"
 
