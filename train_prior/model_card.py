@@ -49,7 +49,7 @@ def stated_licence(source: Path, levels: int = 4) -> str | None:
                 continue
             matches = [key for key in rows if relative.startswith(key)]
             if matches:
-                return f"{rows[max(matches, key=len)]} (as {readme} states it)"
+                return f"{rows[max(matches, key=len)]}{STATED}{readme} states it)"
     return None
 
 
@@ -113,9 +113,15 @@ def training_manifest(config: TrainConfig) -> list[dict]:
     return rows
 
 
+STATED = " (as "
+"""What :func:`stated_licence` puts between a licence statement and the README it comes from."""
+
+
 def _licence_label(licence: str) -> str:
-    """A licence file as FOLDER/NAME (the procedural and not-found markers as they are)."""
-    if licence.startswith("procedural") or licence == "not found":
+    """A licence file as FOLDER/NAME, a statement of a data README as stated (markers as they are)."""
+    if STATED in licence:
+        return licence.split(STATED)[0] + " (data README)"
+    if licence.startswith(("procedural", "not found")):
         return licence
     return f"{Path(licence).parent.name}/{Path(licence).name}"
 
@@ -125,7 +131,7 @@ def manifest_table(rows: list[dict]) -> list[str]:
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["dataset"], row["format"], _licence_label(row["licence"])), []).append(row)
-    lines = ["| dataset | format | scenes | views | licence file |", "|---|---|---|---|---|"]
+    lines = ["| dataset | format | scenes | views | licence |", "|---|---|---|---|---|"]
     for (dataset, fmt, licence), members in groups.items():
         lines.append(f"| `{dataset}` | {fmt} | {len(members)} | {sum(r['views'] for r in members)} | {licence} |")
     return lines
