@@ -163,6 +163,9 @@ def run_degrade(config: DegradeConfig) -> dict:
     fits = plan_fits(config)
     unfinished = [fit for fit in fits if not fit.done]
     pending = [] if config.report_only else unfinished
+    for fit in pending:  # what a killed run left half-written (finished fits are renamed into place whole)
+        for stale in fit.folder.parent.glob(f".{fit.folder.name}.*.partial"):
+            shutil.rmtree(stale, ignore_errors=True)
     logger.info("%s: %d fits planned over %d scenes, %d finished, %d to run (%d at a time)", out, len(fits),
                 len({f.scene for f in fits}), len(fits) - len(unfinished), len(pending), config.jobs)  # fmt: skip
     env = child_environment(BenchmarkConfig(threads=1), "cpu")
