@@ -20,7 +20,6 @@ depth at one stop, the photograph). Stops before the end of the schedule are fit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -87,10 +86,6 @@ class DegradedFit:
         except (OSError, KeyError, ValueError) as err:
             raise InputError(f"{path}: unreadable renderings ({err}); delete {self.folder} and rerun "
                              "reconfusion data degrade to fit it again") from err  # fmt: skip
-
-    @cached_property
-    def _positions(self) -> dict[int, int]:
-        return {view: i for i, view in enumerate(self.held_out_ids)}
 
     def rendering(self, stop: int, view: int) -> tuple[np.ndarray, np.ndarray]:
         """(RGB float32 (H, W, 3) in [0, 1], depth float32 (H, W)) of held-out ``view`` at ``stop``."""

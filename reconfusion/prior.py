@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from reconfusion.cameras import scale_intrinsics
 from reconfusion.conditioning import PriorCondition, check_views, null_tokens, stack_views
 from reconfusion.pixelnerf import PixelNeRF
-from reconfusion.sampling import ddim_update, generator_on, sampling_timesteps, split_prediction, uniform
+from reconfusion.sampling import ddim_update, generator_on, prediction_of, sampling_timesteps, split_prediction, uniform
 from reconfusion.taef2 import TAEF2
 from reconfusion.files import read_json
 from reconfusion.presets import (
@@ -294,7 +294,8 @@ class ReconFusionPrior(nn.Module):
         that denoises to :meth:`repaired_latents`."""
         if self.config.repairs:
             clean = self.repaired_latents(noisy_latents, timesteps, features, tokens, rendering)
-            return self._prediction_of(noisy_latents, timesteps, clean)
+            a = self.scheduler.alphas_cumprod.to(clean.device)[timesteps].view(-1, 1, 1, 1).to(clean.dtype)
+            return prediction_of(noisy_latents, clean, a, self.prediction_type)
         return self._unet(noisy_latents, timesteps, features, tokens)
 
     def repaired_latents(
@@ -309,15 +310,6 @@ class ReconFusionPrior(nn.Module):
         inputs = [noisy_latents, features] + ([] if rendering is None else [rendering])
         return self.unet(torch.cat([x.to(self.dtype) for x in inputs], dim=1), timesteps,
                          encoder_hidden_states=tokens.to(self.dtype)).sample  # fmt: skip
-
-    def _prediction_of(self, noisy_latents: Tensor, timesteps: Tensor, clean: Tensor) -> Tensor:
-        """The output in the scheduler's prediction type that denoises ``noisy_latents`` to ``clean``."""
-        a = self.scheduler.alphas_cumprod.to(clean.device)[timesteps].view(-1, 1, 1, 1).to(clean.dtype)
-        if self.prediction_type == "sample":
-            return clean
-        if self.prediction_type == "epsilon":
-            return (noisy_latents - a.sqrt() * clean) / (1 - a).sqrt()
-        return (a.sqrt() * noisy_latents - clean) / (1 - a).sqrt()
 
     def guided_output(
         self, noisy_latents: Tensor, timesteps: Tensor, conditioning: PriorCondition, guidance_scale: float

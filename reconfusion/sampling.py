@@ -39,6 +39,17 @@ def split_prediction(sample: Tensor, model_output: Tensor, a: Tensor, prediction
     raise ValueError(f"unsupported prediction_type {prediction_type!r}; use epsilon, v_prediction or sample")
 
 
+def prediction_of(sample: Tensor, clean: Tensor, a: Tensor, prediction_type: str) -> Tensor:
+    """The model output that :func:`split_prediction` splits into x0 = ``clean`` at noise level ``a``."""
+    if prediction_type == "sample":
+        return clean
+    if prediction_type == "epsilon":
+        return (sample - a.sqrt() * clean) / (1 - a).sqrt()
+    if prediction_type == "v_prediction":
+        return (a.sqrt() * sample - clean) / (1 - a).sqrt()
+    raise ValueError(f"unsupported prediction_type {prediction_type!r}; use epsilon, v_prediction or sample")
+
+
 def sampling_timesteps(t_start: Float[Tensor, "B"], num_train_timesteps: int, num_steps: int) -> Int[Tensor, "S B"]:
     """The ``num_steps`` timesteps of each example, from t_start * (T - 1) down towards 0 (exclusive)."""
     start = t_start.double() * (num_train_timesteps - 1)

@@ -96,7 +96,8 @@ def corpus_split(scene, views: int, max_held_out: int) -> Split:
     from reconfusion_benchmark.runner import fewer_test_views
 
     train = scene.splits[views].train_ids if views in scene.splits else auto_split(scene.c2w[:, :3, 3], views).train_ids
-    rest = tuple(i for i in range(len(scene)) if i not in set(train))
+    trained = set(train)
+    rest = tuple(i for i in range(len(scene)) if i not in trained)
     return Split(tuple(train), fewer_test_views(rest, max_held_out))
 
 
