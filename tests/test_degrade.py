@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -118,6 +119,48 @@ def test_degraded_examples_pair_the_rendering_with_its_photograph_and_the_neares
     assert not torch.equal(scenes_only[0]["rendering"], scenes_only[0]["target_image"])
 
 
+def test_held_out_scenes_are_never_drawn_and_repair_examples_are_recoloured(scenes, tmp_path):
+    from train_prior.__main__ import make_dataset
+    from train_prior.config import TrainConfig
+    from train_prior.datasets import Recoloured
+
+    corpus = fake_corpus(scenes, tmp_path)
+    config = TrainConfig(preset="repair", resolution=16, datasets=(f"degraded:{corpus}", f"scenes:{scenes}"),
+                         holdout_scenes=("scene_00006",), recolour=False)  # fmt: skip
+    dataset = make_dataset(config)
+    scene_examples, corpus_examples = dataset.datasets
+    assert {corpus_examples.describe(i)["scene"] for i in range(40)} == {"scene_00005"}
+    assert [s.root.name for s in scene_examples.sources[0].scenes] == ["scene_00005"]
+    assert isinstance(make_dataset(replace(config, recolour=True)), Recoloured)
+
+
+def test_recolouring_maps_the_channels_of_every_image_of_an_example_alike():
+    from train_prior.datasets import Recoloured
+
+    def flat(values, shape=(4, 4)):
+        return torch.tensor(values, dtype=torch.float32)[..., None, None].expand(*torch.tensor(values).shape, *shape)
+
+    plain = {"observed_images": flat([[0.1, 0.2, 0.3], [0.3, 0.1, 0.4]]), "target_image": flat([0.2, 0.35, 0.5]),
+             "rendering": flat([0.45, 0.25, 0.15]), "target_c2w": torch.eye(4)}  # fmt: skip
+    dataset = Recoloured([plain] * 8, seed=1)
+    orders = set()
+    for i in range(8):
+        item = dataset[i]
+        assert torch.equal(item["target_c2w"], plain["target_c2w"]) and item["rendering"].shape == (3, 4, 4)
+        # the channel map that explains the target must explain the other images with the same gains:
+        # out[c] = gain[c] * in[order[c]]
+        candidates = [o for o in itertools.permutations(range(3))
+                      if all(torch.allclose(item[k][..., c, :, :] / plain[k][..., o[c], :, :],
+                                            item["target_image"][c] / plain["target_image"][o[c]], atol=1e-5)
+                             for k in ("observed_images", "rendering") for c in range(3))]  # fmt: skip
+        assert candidates, "one channel map and one gain per channel for every image of the example"
+        gains = item["target_image"][:, 0, 0] / plain["target_image"][list(candidates[0]), 0, 0]
+        assert ((gains >= 0.75) & (gains <= 1.25)).all()
+        orders.add(candidates[0])
+    assert len(orders) > 1  # the map changes from example to example
+    assert torch.equal(dataset[3]["target_image"], dataset[3]["target_image"])  # a function of (seed, index)
+
+
 def fake_corpus(scenes: Path, tmp_path: Path) -> Path:
     """A corpus whose 'renderings' are the held-out photographs at half brightness (no NeRF needed)."""
     config = DegradeConfig(scenes=(scenes,), out=tmp_path / "corpus", views=(3,), stops=(5, 10), max_held_out=4)
@@ -157,6 +200,10 @@ def test_restoration_is_scored_against_the_rendering_given(scenes, tmp_path):
     plain = evaluate_restoration(ReconFusionPrior.from_preset("tiny", preset=MICRO), tmp_path / "corpus", ts=(0.3,),
                                  examples=2, num_steps=1)  # fmt: skip
     assert plain[0].examples == 2  # a prior that does not repair starts from the rendering, as the sample loss does
+    one = evaluate_restoration(prior, tmp_path / "corpus", ts=(0.3,), examples=2, num_steps=1, scenes=("scene_00006",))
+    assert {r.source.split(",")[0] for r in one[1:]} == {"scene_00006"}
+    with pytest.raises(InputError, match="no finished fit of scene_7; its scenes are: scene_00005 scene_00006"):
+        evaluate_restoration(prior, tmp_path / "corpus", ts=(0.3,), examples=1, scenes=("scene_7",))
 
 
 @pytest.mark.slow
@@ -174,6 +221,12 @@ def test_the_repair_preset_trains_on_a_corpus_and_scenes_and_lists_both_in_its_m
     assert prior.config.repairs and prior.config.max_noise == 0.7
     manifest = json.loads((tmp_path / "run" / "prior" / "manifest.json").read_text())
     assert {(row["format"], row["scene"]) for row in manifest} >= {("degraded", "scene_00005"), ("scenes", "scene_00005")}
+    held_out = replace(config, holdout_scenes=("scene_00006",), output_dir=tmp_path / "held-out", steps=1)
+    run(held_out)
+    manifest = json.loads((tmp_path / "held-out" / "prior" / "manifest.json").read_text())
+    assert {row["scene"] for row in manifest} == {"scene_00005"}
+    with pytest.raises(SystemExit, match="--holdout-scenes scene_9"):
+        run(replace(config, holdout_scenes=("scene_9",)))
     with pytest.raises(SystemExit, match="repair preset"):
         run(TrainConfig(datasets=(f"degraded:{corpus}",), output_dir=tmp_path / "tiny", steps=1, cpu=True))
 

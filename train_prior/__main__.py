@@ -25,7 +25,7 @@ from reconfusion.cli import one_line
 from reconfusion.files import InputError
 from train_prior.checkpoints import resume_latest, save_checkpoint
 from train_prior.config import PRESETS, TrainConfig
-from train_prior.datasets import DegradedDataset, Mixture, MultiviewDataset, StepSampler, WeightedSource
+from train_prior.datasets import DegradedDataset, Mixture, MultiviewDataset, Recoloured, StepSampler, WeightedSource
 from train_prior.monitoring import TrainClock, log_image_grid
 from train_prior.readers import READERS
 
@@ -64,19 +64,29 @@ def make_dataset(config: TrainConfig) -> torch.utils.data.Dataset:
     if corpora and not repairs:
         raise SystemExit(f"train_prior: error: degraded:{corpora[0].path} trains a repairing prior; use the repair preset")
     scenes = [d for d in datasets if d.format != "degraded"]
-    parts, weights = [], []
+    kept = lambda scene: scene.root.name not in config.holdout_scenes  # noqa: E731
+    parts, weights, names = [], [], set()
     if scenes:
-        sources = [WeightedSource(READERS[d.format](d.path, min_views=config.num_observed + 1), d.weight) for d in scenes]
+        found = [READERS[d.format](d.path, min_views=config.num_observed + 1) for d in scenes]
+        names |= {scene.root.name for group in found for scene in group}
+        sources = [WeightedSource([s for s in group if kept(s)], d.weight) for group, d in zip(found, scenes)]
         parts.append(MultiviewDataset(sources, resolution=config.resolution, num_observed=config.num_observed,
                                       seed=config.seed, cache_megabytes=config.view_cache_mb,
                                       synthetic_renderings=repairs))  # fmt: skip
         weights.append(sum(d.weight for d in scenes))
     for corpus in corpora:
-        parts.append(DegradedDataset(read_corpus(corpus.path), resolution=config.resolution,
+        fits = read_corpus(corpus.path)
+        names |= {fit.scene.root.name for fit in fits}
+        parts.append(DegradedDataset([fit for fit in fits if kept(fit.scene)], resolution=config.resolution,
                                      num_observed=config.num_observed, seed=config.seed,
                                      cache_megabytes=config.view_cache_mb))  # fmt: skip
         weights.append(corpus.weight)
-    return parts[0] if len(parts) == 1 else Mixture(parts, weights, seed=config.seed)
+    unknown = sorted(set(config.holdout_scenes) - names)
+    if unknown:
+        raise SystemExit(f"train_prior: error: --holdout-scenes {' '.join(unknown)}: no such scene in the datasets; "
+                         "name scene folders, e.g. --holdout-scenes " + " ".join(sorted(names)[:3]))  # fmt: skip
+    dataset = parts[0] if len(parts) == 1 else Mixture(parts, weights, seed=config.seed)
+    return Recoloured(dataset, seed=config.seed) if repairs and config.recolour else dataset
 
 
 def make_objective(config: TrainConfig) -> torch.nn.Module:

@@ -51,6 +51,12 @@ class TrainConfig:
     """Prior stage: fine-tune this exported prior (e.g. reconfusion/assets/default_prior) instead of starting
     from fresh weights; its architecture and autoencoder (frozen) replace the preset's, and --resolution must
     be its resolution. A run that has checkpoints resumes from them instead."""
+    holdout_scenes: tuple[str, ...] = ()
+    """Scene folder names never trained on, in any dataset (kept for validation: python -m train_prior.evaluation
+    PRIOR --corpus CORPUS --scenes NAMES)."""
+    recolour: bool = True
+    """repair preset: permute and scale the colour channels of each example, alike in all its images, so that the
+    prior cannot memorise a scene's colours (train_prior.datasets.Recoloured)."""
     resolution: int = 64
     """Image side of training examples."""
     num_observed: int = 3

@@ -243,6 +243,27 @@ class Mixture(torch.utils.data.Dataset):
         return self.datasets[int(choice)][index]
 
 
+class Recoloured(torch.utils.data.Dataset):
+    """Item ``i`` of ``dataset`` with its colour channels permuted and scaled (gains 0.75-1.25), alike in every image
+    of the example (observed views, target, rendering), drawn from (seed, i): a repairing prior then cannot tell a
+    training scene by its colours and paint them into another, and has to take colours from the observed views."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, seed: int = 0):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, int(index), 2])
+        order, gain = torch.as_tensor(rng.permutation(3)), _as_tensor(rng.uniform(0.75, 1.25, 3))[:, None, None]
+        example = dict(self.dataset[index])
+        for key in ("observed_images", "target_image", "rendering"):
+            if key in example:
+                example[key] = (example[key].index_select(-3, order) * gain).clamp(0.0, 1.0)
+        return example
+
+
 class StepSampler(torch.utils.data.Sampler):
     """Indices for process ``rank`` of ``world``, from ``start_step`` on: step s, rank r gets a disjoint block."""
 

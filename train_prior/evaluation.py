@@ -181,28 +181,37 @@ class RestorationScore:
         return self.restored_psnr - self.rendering_psnr
 
 
-def restoration_examples(corpus: Path, resolution: int, examples: int, seed: int):
-    """(dataset, descriptions) of ``examples`` whole-view examples (square crops of the full short side)."""
+def restoration_examples(corpus: Path, resolution: int, examples: int, seed: int, scenes: tuple[str, ...] = ()):
+    """(dataset, descriptions) of ``examples`` whole-view examples (square crops of the full short side), of the
+    named ``scenes`` only if any are named."""
     from reconfusion.corpus import read_corpus
     from train_prior.datasets import DegradedDataset
 
-    dataset = DegradedDataset(read_corpus(corpus), resolution, crop_scale=(1.0, 1.0), seed=seed, cache_megabytes=256)
+    fits = read_corpus(corpus)
+    chosen = [fit for fit in fits if not scenes or fit.scene.root.name in scenes]
+    missing = sorted(set(scenes) - {fit.scene.root.name for fit in fits})
+    if missing:
+        have = " ".join(sorted({fit.scene.root.name for fit in fits}))
+        raise InputError(f"{corpus}: no finished fit of {' '.join(missing)}; its scenes are: {have}")
+    dataset = DegradedDataset(chosen, resolution, crop_scale=(1.0, 1.0), seed=seed, cache_megabytes=256)
     return dataset, [dataset.describe(i) for i in range(examples)]
 
 
 @torch.no_grad()
 def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float, ...] = (0.2, 0.4, 0.6),
                          examples: int = 48, batch_size: int = 8, seed: int = 12345, num_steps: int | None = None,
-                         guidance_scale: float | None = None, sheet: Path | None = None) -> list[RestorationScore]:
+                         guidance_scale: float | None = None, sheet: Path | None = None,
+                         scenes: tuple[str, ...] = ()) -> list[RestorationScore]:
     """Restoration gain of a prior on a degraded-rendering corpus of held-out scenes: per noise level, per source
     and over all, the prior's output against the rendering it was given (a repairing prior also sees the rendering
     as its condition; any other starts from it, as the sample loss uses it). DDIM steps and guidance default to
-    the sample loss's. ``sheet``: rendering | restored at each t | photograph of the first examples."""
+    the sample loss's. ``sheet``: rendering | restored at each t | photograph of the first examples; ``scenes``:
+    score these scenes of the corpus only."""
     from reconfusion.guidance import SampleLossConfig
 
     defaults = SampleLossConfig()
     num_steps, guidance_scale = num_steps or defaults.num_steps, guidance_scale or defaults.guidance_scale
-    dataset, described = restoration_examples(corpus, prior.resolution, examples, seed)
+    dataset, described = restoration_examples(corpus, prior.resolution, examples, seed, scenes)
     sources = [f"{d['scene']}, {d['views']} views" + (", stopped early" if d["early"] else "") for d in described]
     lpips = load_lpips("auto")
     per_example: dict[str, list[torch.Tensor]] = {}
@@ -261,7 +270,7 @@ def restoration_table(rows: list[RestorationScore]) -> str:
 def main(prior: Positional[Path], data: tuple[Path, ...] = (), corpus: Path | None = None, examples: int = 64,
          seed: int = 12345, compare: Path | None = None, image: Path | None = None,
          ts: tuple[float, ...] = (0.2, 0.4, 0.6), report: Path | None = None, num_steps: int | None = None,
-         guidance_scale: float | None = None) -> None:
+         guidance_scale: float | None = None, scenes: tuple[str, ...] = ()) -> None:
     """Print the held-out quality of the prior saved in PRIOR as JSON; with --corpus, the restoration gain of a
     repairing prior on degraded renderings of held-out scenes.
 
@@ -279,12 +288,13 @@ def main(prior: Positional[Path], data: tuple[Path, ...] = (), corpus: Path | No
         report: With --corpus: also write the table (Markdown) and the scores (JSON beside it) here.
         num_steps: With --corpus: DDIM steps from t to 0 (default: the sample loss's).
         guidance_scale: With --corpus: classifier-free guidance scale (default: the sample loss's).
+        scenes: With --corpus: score only these scenes of it (e.g. a training run's --holdout-scenes).
     """
     device = "cuda" if torch.cuda.is_available() else "cpu"
     priors = {"prior": ReconFusionPrior.from_pretrained(prior).to(device)}
     if corpus is not None:
         rows = evaluate_restoration(priors["prior"], corpus, ts, examples, seed=seed, num_steps=num_steps,
-                                    guidance_scale=guidance_scale, sheet=image)  # fmt: skip
+                                    guidance_scale=guidance_scale, sheet=image, scenes=scenes)  # fmt: skip
         table = restoration_table(rows)
         print(table)
         if report is not None:

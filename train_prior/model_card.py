@@ -103,10 +103,13 @@ def _scenes_of(dataset: DatasetConfig, min_views: int) -> list[Scene]:
 
 
 def training_manifest(config: TrainConfig) -> list[dict]:
-    """One row per training scene of ``config``'s datasets: dataset, scene, views, source and licence."""
+    """One row per training scene of ``config``'s datasets (its held-out scenes left out): dataset, scene, views,
+    source and licence."""
     rows = []
     for dataset in config.all_datasets():
         for scene in _scenes_of(dataset, config.num_observed + 1):
+            if scene.root.name in config.holdout_scenes:
+                continue
             source, licence = _provenance(scene, Path(dataset.path))
             rows.append({"dataset": str(dataset.path), "format": dataset.format, "weight": dataset.weight,
                          "scene": scene.name, "views": len(scene), "source": source, "licence": licence})  # fmt: skip
