@@ -3,14 +3,19 @@
 # corpus (scripts/make_degraded_corpus.sh) and the training scenes with synthetic degradations. Never on an
 # evaluation scene. Rerun the same command to resume from the last checkpoint.
 # Usage: bash scripts/train_repair_prior.sh [RUN_DIR]
-# Environment: CORPUS_WEIGHT (share of corpus examples against scene examples, default 3), STEPS, MINUTES (0 = no limit), BATCH (8 on a CPU; e.g. BATCH=64 on a GPU), THREADS, INIT (a prior folder
-# to start from instead of fresh weights, e.g. the last exported one when the checkpoints are gone).
+# Environment: CORPUS_WEIGHT (share of corpus examples against scene examples, default 3), STEPS, MINUTES (0 = no limit),
+# BATCH (8 on a CPU; e.g. BATCH=64 on a GPU), THREADS, LR (peak learning rate, default 1e-4), INIT (a prior folder
+# to start from instead of fresh weights, e.g. the last exported one when the checkpoints are gone), HOLDOUT (training
+# scenes kept out for validation, default below; HOLDOUT=none trains on all), RECOLOUR (0: no colour augmentation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-outputs/repair-prior}
 PY=${PYTHON:-.venv/bin/python}
+HOLDOUT=${HOLDOUT:-gum_box 3b5a2eb92a501d54 maryRose fountain-P11}
+[ "$HOLDOUT" = none ] && HOLDOUT=
 OMP_NUM_THREADS=${THREADS:-1} $PY -m train_prior repair \
   --datasets "degraded:outputs/degraded@${CORPUS_WEIGHT:-3}" "scenes:outputs/train-scenes@1" \
   --output-dir "$RUN" --steps "${STEPS:-20000}" --batch-size "${BATCH:-8}" --max-minutes "${MINUTES:-0}" \
-  --checkpoint-every 100 --keep-checkpoints 2 --image-every 250 --log-every 25 ${INIT:+--init-from "$INIT" --resolution 128}
+  --checkpoint-every 100 --keep-checkpoints 2 --image-every 250 --log-every 25 --learning-rate "${LR:-1e-4}" \
+  ${HOLDOUT:+--holdout-scenes $HOLDOUT} $([ "${RECOLOUR:-1}" = 0 ] && echo --no-recolour) ${INIT:+--init-from "$INIT" --resolution 128}
 if [ -f "$RUN/prior/reconfusion_prior.json" ]; then echo "prior written to $RUN/prior"; else echo "stopped before the end: rerun the same command to resume"; fi

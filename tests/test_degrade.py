@@ -202,6 +202,12 @@ def test_restoration_is_scored_against_the_rendering_given(scenes, tmp_path):
     assert plain[0].examples == 2  # a prior that does not repair starts from the rendering, as the sample loss does
     one = evaluate_restoration(prior, tmp_path / "corpus", ts=(0.3,), examples=2, num_steps=1, scenes=("scene_00006",))
     assert {r.source.split(",")[0] for r in one[1:]} == {"scene_00006"}
+    before = [p.detach().clone() for p in prior.unet.parameters()]
+    adapted = evaluate_restoration(prior, tmp_path / "corpus", ts=(0.3,), examples=3, num_steps=1, adapt_steps=2)
+    assert adapted[0].examples == 3 and all(torch.equal(a, b) for a, b in zip(before, prior.unet.parameters()))
+    unadapted = evaluate_restoration(prior, tmp_path / "corpus", ts=(0.3,), examples=3, num_steps=1)
+    assert unadapted[0].rendering_psnr == adapted[0].rendering_psnr  # the same examples, scored by a changed prior
+    assert unadapted[0].restored_psnr != adapted[0].restored_psnr
     with pytest.raises(InputError, match="no finished fit of scene_7; its scenes are: scene_00005 scene_00006"):
         evaluate_restoration(prior, tmp_path / "corpus", ts=(0.3,), examples=1, scenes=("scene_7",))
 

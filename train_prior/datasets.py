@@ -200,11 +200,12 @@ class DegradedDataset(torch.utils.data.Dataset):
         return rng, fit_index, stop, int(rng.integers(len(fit.held_out_ids)))
 
     def describe(self, index: int) -> dict:
-        """Where example ``index`` comes from: scene, training views, stop (and whether it stopped early), view."""
+        """Where example ``index`` comes from: scene, training views, stop (and whether it stopped early), view, and
+        the fit's index in :attr:`fits`."""
         _, fit_index, stop, position = self._draw(index)
         fit = self.fits[fit_index]
         return {"scene": fit.scene.root.name, "views": fit.views, "stop": stop, "early": stop < fit.iterations,
-                "view": fit.held_out_ids[position]}  # fmt: skip
+                "view": fit.held_out_ids[position], "fit": fit_index}  # fmt: skip
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng, fit_index, stop, position = self._draw(index)

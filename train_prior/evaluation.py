@@ -197,48 +197,79 @@ def restoration_examples(corpus: Path, resolution: int, examples: int, seed: int
     return dataset, [dataset.describe(i) for i in range(examples)]
 
 
+def adapted_to_fit(prior: ReconFusionPrior, fit, steps: int) -> ReconFusionPrior:
+    """A copy of ``prior`` adapted to the training views of a corpus fit (:mod:`reconfusion.adaptation`), as a fit
+    of that scene with ``--pipeline.model.prior-adaptation.steps`` would adapt it; the prior itself if 0 steps."""
+    import copy
+
+    from reconfusion.adaptation import AdaptationConfig, adapt_prior
+    from reconfusion.observations import square_views
+
+    if steps <= 0:
+        return prior
+    ids = list(fit.train_ids)
+    images = [torch.from_numpy(np.ascontiguousarray(fit.scene.image(v))).permute(2, 0, 1).float() for v in ids]
+    c2w = torch.as_tensor(fit.scene.c2w[ids], dtype=torch.float32)
+    observations = square_views(images, c2w, torch.as_tensor(fit.scene.intrinsics[ids], dtype=torch.float32),
+                                prior.resolution)  # fmt: skip
+    adapted = copy.deepcopy(prior)
+    with torch.enable_grad():
+        adapt_prior(adapted, observations, AdaptationConfig(steps=steps))
+    return adapted
+
+
 @torch.no_grad()
 def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float, ...] = (0.2, 0.4, 0.6),
                          examples: int = 48, batch_size: int = 8, seed: int = 12345, num_steps: int | None = None,
                          guidance_scale: float | None = None, sheet: Path | None = None,
-                         scenes: tuple[str, ...] = ()) -> list[RestorationScore]:
+                         scenes: tuple[str, ...] = (), adapt_steps: int = 0) -> list[RestorationScore]:
     """Restoration gain of a prior on a degraded-rendering corpus of held-out scenes: per noise level, per source
     and over all, the prior's output against the rendering it was given (a repairing prior also sees the rendering
     as its condition; any other starts from it, as the sample loss uses it). DDIM steps and guidance default to
     the sample loss's. ``sheet``: rendering | restored at each t | photograph of the first examples; ``scenes``:
-    score these scenes of the corpus only."""
+    score these scenes of the corpus only; ``adapt_steps``: adapt the prior to each fit's training views first."""
     from reconfusion.guidance import SampleLossConfig
 
     defaults = SampleLossConfig()
     num_steps, guidance_scale = num_steps or defaults.num_steps, guidance_scale or defaults.guidance_scale
     dataset, described = restoration_examples(corpus, prior.resolution, examples, seed, scenes)
-    sources = [f"{d['scene']}, {d['views']} views" + (", stopped early" if d["early"] else "") for d in described]
+    order = sorted(range(examples), key=lambda i: described[i]["fit"])  # one adaptation per fit
+    sources = [f"{d['scene']}, {d['views']} views" + (", stopped early" if d["early"] else "")
+               for d in (described[i] for i in order)]  # fmt: skip
     lpips = load_lpips("auto")
     per_example: dict[str, list[torch.Tensor]] = {}
-    shown: list[torch.Tensor] = []
+    shown: list[list[torch.Tensor]] = []
     prior.eval()
-    for first in range(0, examples, batch_size):
-        items = [dataset[i] for i in range(first, min(first + batch_size, examples))]
+    batches = [order[k : k + batch_size] for k in range(0, examples, batch_size)]
+    batches = [[i for i in chunk if described[i]["fit"] == fit] for chunk in batches
+               for fit in dict.fromkeys(described[i]["fit"] for i in chunk)]  # fmt: skip
+    scene_prior, adapted_fit = prior, None
+    for members in batches:
+        fit = described[members[0]]["fit"]
+        if adapt_steps and fit != adapted_fit:
+            scene_prior, adapted_fit = adapted_to_fit(prior, dataset.fits[fit], adapt_steps), fit
+        items = [dataset[i] for i in members]
         batch = {k: torch.stack([item[k] for item in items]).to(prior.device) for k in items[0]}
         views = (batch["observed_images"], batch["observed_c2w"], batch["observed_intrinsics"], batch["target_c2w"],
                  batch["target_intrinsics"])  # fmt: skip
         photo, rendering = batch["target_image"], batch["rendering"]
-        rgb = prior.condition(*views, near=batch["near"], far=batch["far"], stratified=False, rendering=rendering).rgb
+        rgb = scene_prior.condition(*views, near=batch["near"], far=batch["far"], stratified=False,
+                                    rendering=rendering).rgb  # fmt: skip
         scores = {"pixelnerf_psnr": psnr(rgb.clamp(0, 1), F.interpolate(photo, size=rgb.shape[-2:], mode="area")),
                   "rendering_psnr": psnr(rendering, photo), "rendering_lpips": lpips.to(photo.device)(rendering, photo),
                   "round_trip_psnr": psnr(prior.decode_latents(prior.encode_images(rendering)).float(), photo)}
         restored_views = []
         for t in ts:
-            generator = torch.Generator(device=prior.device).manual_seed(seed + first)
-            restored = prior.sample(*views, init_images=rendering, t_start=t, num_steps=num_steps,
-                                    guidance_scale=guidance_scale, near=batch["near"], far=batch["far"],
-                                    generator=generator).float()  # fmt: skip
+            generator = torch.Generator(device=prior.device).manual_seed(seed + members[0])
+            restored = scene_prior.sample(*views, init_images=rendering, t_start=t, num_steps=num_steps,
+                                          guidance_scale=guidance_scale, near=batch["near"], far=batch["far"],
+                                          generator=generator).float()  # fmt: skip
             scores[f"restored_psnr@{t}"], scores[f"restored_lpips@{t}"] = psnr(restored, photo), lpips(restored, photo)
             restored_views.append(restored)
         for key, value in scores.items():
             per_example.setdefault(key, []).append(value.float().flatten().cpu())
-        if first == 0:
-            shown = [rendering.cpu(), *(r.cpu() for r in restored_views), photo.cpu()]
+        if sum(len(columns[0]) for columns in shown) < 8:  # the sheet's rows
+            shown.append([rendering.cpu(), *(r.cpu() for r in restored_views), photo.cpu()])
     values = {key: torch.cat(parts) for key, parts in per_example.items()}
     groups = {"all": list(range(examples))}
     for index, source in enumerate(sources):
@@ -252,7 +283,7 @@ def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float,
                                          mean("rendering_lpips"), mean(f"restored_lpips@{t}"), mean("pixelnerf_psnr"),
                                          mean("round_trip_psnr")))  # fmt: skip
     if sheet is not None:
-        side_by_side(shown, sheet, rows=min(8, examples))
+        side_by_side([torch.cat(column) for column in zip(*shown)], sheet, rows=8)
     return rows
 
 
@@ -270,7 +301,7 @@ def restoration_table(rows: list[RestorationScore]) -> str:
 def main(prior: Positional[Path], data: tuple[Path, ...] = (), corpus: Path | None = None, examples: int = 64,
          seed: int = 12345, compare: Path | None = None, image: Path | None = None,
          ts: tuple[float, ...] = (0.2, 0.4, 0.6), report: Path | None = None, num_steps: int | None = None,
-         guidance_scale: float | None = None, scenes: tuple[str, ...] = ()) -> None:
+         guidance_scale: float | None = None, scenes: tuple[str, ...] = (), adapt_steps: int = 0) -> None:
     """Print the held-out quality of the prior saved in PRIOR as JSON; with --corpus, the restoration gain of a
     repairing prior on degraded renderings of held-out scenes.
 
@@ -289,12 +320,15 @@ def main(prior: Positional[Path], data: tuple[Path, ...] = (), corpus: Path | No
         num_steps: With --corpus: DDIM steps from t to 0 (default: the sample loss's).
         guidance_scale: With --corpus: classifier-free guidance scale (default: the sample loss's).
         scenes: With --corpus: score only these scenes of it (e.g. a training run's --holdout-scenes).
+        adapt_steps: With --corpus: first adapt the prior to each fit's training views, leave-one-out, for this
+            many steps (as a fit with --pipeline.model.prior-adaptation.steps does), then score that fit's examples.
     """
     device = "cuda" if torch.cuda.is_available() else "cpu"
     priors = {"prior": ReconFusionPrior.from_pretrained(prior).to(device)}
     if corpus is not None:
         rows = evaluate_restoration(priors["prior"], corpus, ts, examples, seed=seed, num_steps=num_steps,
-                                    guidance_scale=guidance_scale, sheet=image, scenes=scenes)  # fmt: skip
+                                    guidance_scale=guidance_scale, sheet=image, scenes=scenes,
+                                    adapt_steps=adapt_steps)  # fmt: skip
         table = restoration_table(rows)
         print(table)
         if report is not None:
