@@ -13,8 +13,17 @@ mkdir -p "$DOCS"
 [ -f "$RUN/prior/reconfusion_prior.json" ] || { echo "$RUN/prior: no exported prior yet; run scripts/train_repair_prior.sh"; exit 2; }
 OMP_NUM_THREADS=${THREADS:-1} $PY -m train_prior.evaluation "$RUN/prior" --corpus outputs/degraded-eval --examples "$EXAMPLES" \
   --image "$DOCS/restoration.png" --report "$DOCS/restoration.md"
+OMP_NUM_THREADS=${THREADS:-1} $PY -m train_prior.evaluation "$RUN/prior" --corpus outputs/degraded-eval --examples "$EXAMPLES" \
+  --adapt-steps "${ADAPT_STEPS:-20}" --image "$DOCS/restoration_adapted.png" --report "$DOCS/restoration_adapted.md"
+HELD_OUT=${HOLDOUT:-$(cat scripts/repair_holdout_scenes.txt)}   # as scripts/train_repair_prior.sh held them out
+FITTED=$(ls outputs/degraded/fits)
+VALIDATION=$(for s in $HELD_OUT; do grep -qx "$s" <<< "$FITTED" && echo "$s"; done | tr '\n' ' ')
+if [ -n "$VALIDATION" ]; then   # training scenes the run never saw: validation
+  OMP_NUM_THREADS=${THREADS:-1} $PY -m train_prior.evaluation "$RUN/prior" --corpus outputs/degraded --examples "$EXAMPLES" \
+    --ts 0.2 0.4 --scenes $VALIDATION --report "$DOCS/restoration_held_out_training_scenes.md"
+fi
 OMP_NUM_THREADS=${THREADS:-1} $PY -m train_prior.evaluation "$RUN/prior" --corpus outputs/degraded --examples "$EXAMPLES" \
-  --ts 0.2 0.4 --report "$DOCS/restoration_training_scenes.md"   # scenes it trained on: the generalisation gap
+  --ts 0.2 0.4 --report "$DOCS/restoration_training_scenes.md"   # mostly scenes it trained on: the generalisation gap
 OMP_NUM_THREADS=${THREADS:-1} $PY -m train_prior.evaluation reconfusion/assets/default_prior --corpus outputs/degraded-eval \
   --examples "$EXAMPLES" --image "$DOCS/restoration_bundled_prior.png" --report "$DOCS/restoration_bundled_prior.md"
 cp "$RUN/prior/README.md" "$DOCS/model_card.md"

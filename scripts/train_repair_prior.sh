@@ -6,12 +6,12 @@
 # Environment: CORPUS_WEIGHT (share of corpus examples against scene examples, default 3), STEPS, MINUTES (0 = no limit),
 # BATCH (8 on a CPU; e.g. BATCH=64 on a GPU), THREADS, LR (peak learning rate, default 1e-4), INIT (a prior folder
 # to start from instead of fresh weights, e.g. the last exported one when the checkpoints are gone), HOLDOUT (training
-# scenes kept out for validation, default below; HOLDOUT=none trains on all), RECOLOUR (0: no colour augmentation).
+# scenes kept out for validation, default: scripts/repair_holdout_scenes.txt; HOLDOUT=none trains on all), RECOLOUR (0: no colour augmentation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-outputs/repair-prior}
 PY=${PYTHON:-.venv/bin/python}
-HOLDOUT=${HOLDOUT:-gum_box 3b5a2eb92a501d54 maryRose fountain-P11}
+HOLDOUT=${HOLDOUT:-$(cat scripts/repair_holdout_scenes.txt)}
 [ "$HOLDOUT" = none ] && HOLDOUT=
 OMP_NUM_THREADS=${THREADS:-1} $PY -m train_prior repair \
   --datasets "degraded:outputs/degraded@${CORPUS_WEIGHT:-3}" "scenes:outputs/train-scenes@1" \
