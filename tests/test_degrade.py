@@ -227,10 +227,13 @@ def test_the_repair_preset_trains_on_a_corpus_and_scenes_and_lists_both_in_its_m
     assert prior.config.repairs and prior.config.max_noise == 0.7
     manifest = json.loads((tmp_path / "run" / "prior" / "manifest.json").read_text())
     assert {(row["format"], row["scene"]) for row in manifest} >= {("degraded", "scene_00005"), ("scenes", "scene_00005")}
-    held_out = replace(config, holdout_scenes=("scene_00006",), output_dir=tmp_path / "held-out", steps=1)
+    held_out = replace(config, holdout_scenes=("scene_00006",), output_dir=tmp_path / "held-out", steps=1,
+                       validate_every=1)  # fmt: skip
     run(held_out)
     manifest = json.loads((tmp_path / "held-out" / "prior" / "manifest.json").read_text())
     assert {row["scene"] for row in manifest} == {"scene_00005"}
+    assert (tmp_path / "held-out" / "prior" / "validation.png").is_file()  # scored on the held-out scene's fit
+    assert "held-out scenes (scene_00006)" in (tmp_path / "held-out" / "prior" / "README.md").read_text()
     with pytest.raises(SystemExit, match="--holdout-scenes scene_9"):
         run(replace(config, holdout_scenes=("scene_9",)))
     with pytest.raises(SystemExit, match="repair preset"):

@@ -259,12 +259,33 @@ def train_loop(training: Training, config: TrainConfig) -> str | None:
             examples = 0
         if config.image_every and step % config.image_every == 0 and accelerator.is_main_process:
             log_image_grid(accelerator, training.model, training.dataset, step)
+        if config.validate_every and step % config.validate_every == 0 and accelerator.is_main_process:
+            log_validation(training, config, step)
         reason = stop.reason(accelerator)
         if step % config.checkpoint_every == 0 or step == config.steps or reason:
             save_checkpoint(accelerator, config.output_dir, step, config.keep_checkpoints)
     progress.close()
     stop.close()
     return reason
+
+
+def log_validation(training: Training, config: TrainConfig, step: int) -> None:
+    """Restoration of the held-out scenes by the EMA weights, for each degraded corpus that has fits of them."""
+    from train_prior.monitoring import held_out_corpus_scenes, validate
+
+    model = training.model
+    if training.ema is not None:
+        training.ema.store(model.parameters())
+        training.ema.copy_to(model.parameters())
+    for dataset in config.all_datasets():
+        scenes = held_out_corpus_scenes(dataset.path, config.holdout_scenes) if dataset.format == "degraded" else ()
+        if scenes:
+            scores = validate(model.prior, dataset.path, scenes)
+            training.accelerator.log(scores, step=step)
+            logger.info("validation on %s at step %d: %s", " ".join(scenes), step,
+                        ", ".join(f"{k} {v:+.3f}" for k, v in scores.items()))  # fmt: skip
+    if training.ema is not None:
+        training.ema.restore(model.parameters())
 
 
 def run(config: TrainConfig) -> Training:

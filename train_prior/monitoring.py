@@ -78,8 +78,9 @@ def log_image_grid(accelerator: Accelerator, objective: torch.nn.Module, dataset
     tracker.add_image("examples", image_grid(objective, dataset), step)
 
 
-def plot_loss_curves(log_dir: Path, out: Path, tags: tuple[str, ...] = ("loss", "diffusion", "pixelnerf")) -> Path | None:
-    """A PNG of the training losses logged under ``log_dir`` (None when nothing was logged)."""
+def plot_loss_curves(log_dir: Path, out: Path, tags: tuple[str, ...] = ("loss", "diffusion", "pixelnerf"),
+                     ylabel: str = "loss at the logged steps", yscale: str = "log") -> Path | None:
+    """A PNG of the scalars ``tags`` (the training losses) logged under ``log_dir`` (None when none was logged)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -90,8 +91,31 @@ def plot_loss_curves(log_dir: Path, out: Path, tags: tuple[str, ...] = ("loss", 
     axes = figure.add_subplot()
     for tag, (steps, values) in curves.items():
         axes.plot(steps, values, label=tag)
-    axes.set(xlabel="optimizer step", ylabel="loss at the logged steps", yscale="log")
+    axes.set(xlabel="optimizer step", ylabel=ylabel, yscale=yscale)
     axes.legend()
     figure.tight_layout()
     FigureCanvasAgg(figure).print_png(str(out))
     return out
+
+
+VALIDATION_TAGS = ("validation/gain_db", "validation/lpips_change")
+"""Restoration on the held-out scenes (restored minus rendering: PSNR in dB, LPIPS), logged by :func:`validate`."""
+
+
+def held_out_corpus_scenes(corpus: Path, holdout: tuple[str, ...]) -> tuple[str, ...]:
+    """The held-out scenes that have finished fits in ``corpus`` (the ones validation can score)."""
+    from reconfusion.corpus import read_corpus
+
+    return tuple(sorted({fit.scene.root.name for fit in read_corpus(corpus)} & set(holdout)))
+
+
+@torch.no_grad()
+def validate(prior, corpus: Path, scenes: tuple[str, ...], examples: int = 16, t: float = REPAIR_T) -> dict[str, float]:
+    """Restoration gain of ``prior`` on ``scenes`` of a degraded-rendering corpus (the run's held-out scenes), as
+    ``python -m train_prior.evaluation --corpus CORPUS --scenes SCENES --ts T`` scores it."""
+    from train_prior.evaluation import evaluate_restoration
+
+    was_training = prior.training
+    overall = evaluate_restoration(prior, corpus, ts=(t,), examples=examples, batch_size=examples, scenes=scenes)[0]
+    prior.train(was_training)
+    return {VALIDATION_TAGS[0]: overall.gain_db, VALIDATION_TAGS[1]: overall.restored_lpips - overall.rendering_lpips}
