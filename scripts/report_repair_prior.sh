@@ -28,6 +28,7 @@ OMP_NUM_THREADS=${THREADS:-1} $PY -m train_prior.evaluation reconfusion/assets/d
   --examples "$EXAMPLES" --image "$DOCS/restoration_bundled_prior.png" --report "$DOCS/restoration_bundled_prior.md"
 cp "$RUN/prior/README.md" "$DOCS/model_card.md"
 cp "$RUN/prior/loss_curves.png" "$DOCS/loss_curves.png" 2>/dev/null || true
+cp "$RUN/prior/validation.png" "$DOCS/validation.png" 2>/dev/null || true
 cp "$RUN/prior/manifest.json" "$DOCS/manifest.json"
 $PY -m reconfusion data degrade --scenes outputs/bench-data/{fern,horns,trex,juicebox,scan24,scan37,lego} \
   --out outputs/degraded-eval --views 3 --report-only --report "$DOCS/evaluation_corpus.md"
