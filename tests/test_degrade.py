@@ -233,6 +233,7 @@ def test_the_repair_preset_trains_on_a_corpus_and_scenes_and_lists_both_in_its_m
     manifest = json.loads((tmp_path / "held-out" / "prior" / "manifest.json").read_text())
     assert {row["scene"] for row in manifest} == {"scene_00005"}
     assert (tmp_path / "held-out" / "prior" / "validation.png").is_file()  # scored on the held-out scene's fit
+    assert json.loads((tmp_path / "held-out" / "validation_scenes.json").read_text()) == {str(corpus): ["scene_00006"]}
     assert "held-out scenes (scene_00006)" in (tmp_path / "held-out" / "prior" / "README.md").read_text()
     with pytest.raises(SystemExit, match="--holdout-scenes scene_9"):
         run(replace(config, holdout_scenes=("scene_9",)))

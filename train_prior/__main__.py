@@ -269,16 +269,30 @@ def train_loop(training: Training, config: TrainConfig) -> str | None:
     return reason
 
 
+def validation_scenes(config: TrainConfig, corpus: Path) -> tuple[str, ...]:
+    """The held-out scenes validation scores in ``corpus``: those with fits when the run first validated, kept in
+    OUT/validation_scenes.json so that the curve compares the same scenes across resumes as the corpus grows."""
+    from reconfusion.files import read_json, write_json
+    from train_prior.monitoring import held_out_corpus_scenes
+
+    path = config.output_dir / "validation_scenes.json"
+    chosen = read_json(path) if path.is_file() else {}
+    if str(corpus) not in chosen:
+        chosen[str(corpus)] = list(held_out_corpus_scenes(corpus, config.holdout_scenes))
+        write_json(path, chosen)
+    return tuple(chosen[str(corpus)])
+
+
 def log_validation(training: Training, config: TrainConfig, step: int) -> None:
     """Restoration of the held-out scenes by the EMA weights, for each degraded corpus that has fits of them."""
-    from train_prior.monitoring import held_out_corpus_scenes, validate
+    from train_prior.monitoring import validate
 
     model = training.model
     if training.ema is not None:
         training.ema.store(model.parameters())
         training.ema.copy_to(model.parameters())
     for dataset in config.all_datasets():
-        scenes = held_out_corpus_scenes(dataset.path, config.holdout_scenes) if dataset.format == "degraded" else ()
+        scenes = validation_scenes(config, dataset.path) if dataset.format == "degraded" else ()
         if scenes:
             scores = validate(model.prior, dataset.path, scenes)
             training.accelerator.log(scores, step=step)

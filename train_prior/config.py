@@ -57,7 +57,8 @@ class TrainConfig:
     validate_every: int = 0
     """repair preset with --holdout-scenes: every N steps, score the EMA weights' restoration of the held-out scenes'
     renderings in the degraded corpora (gain in dB and LPIPS change at t = 0.4, logged as validation/*, plotted
-    in the model card); 0: never."""
+    in the model card); the scenes are those with fits at the first validation, kept for the whole run
+    (OUT/validation_scenes.json); 0: never."""
     recolour: bool = True
     """repair preset: permute and scale the colour channels of each example, alike in all its images, so that the
     prior cannot memorise a scene's colours (train_prior.datasets.Recoloured)."""
