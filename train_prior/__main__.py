@@ -10,6 +10,8 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -269,6 +271,20 @@ def train_loop(training: Training, config: TrainConfig) -> str | None:
     return reason
 
 
+@contextmanager
+def ema_weights(ema: EMAModel | None, model: torch.nn.Module) -> Iterator[None]:
+    """``model`` holds the EMA weights inside the block (unchanged without EMA); its own come back after."""
+    if ema is None:
+        yield
+        return
+    ema.store(model.parameters())
+    ema.copy_to(model.parameters())
+    try:
+        yield
+    finally:
+        ema.restore(model.parameters())
+
+
 def validation_scenes(config: TrainConfig, corpus: Path) -> tuple[str, ...]:
     """The held-out scenes validation scores in ``corpus``: those with fits when the run first validated, kept in
     OUT/validation_scenes.json so that the curve compares the same scenes across resumes as the corpus grows."""
@@ -288,18 +304,14 @@ def log_validation(training: Training, config: TrainConfig, step: int) -> None:
     from train_prior.monitoring import validate
 
     model = training.model
-    if training.ema is not None:
-        training.ema.store(model.parameters())
-        training.ema.copy_to(model.parameters())
-    for dataset in config.all_datasets():
-        scenes = validation_scenes(config, dataset.path) if dataset.format == "degraded" else ()
-        if scenes:
-            scores = validate(model.prior, dataset.path, scenes)
-            training.accelerator.log(scores, step=step)
-            logger.info("validation on %s at step %d: %s", " ".join(scenes), step,
-                        ", ".join(f"{k} {v:+.3f}" for k, v in scores.items()))  # fmt: skip
-    if training.ema is not None:
-        training.ema.restore(model.parameters())
+    with ema_weights(training.ema, model):
+        for dataset in config.all_datasets():
+            scenes = validation_scenes(config, dataset.path) if dataset.format == "degraded" else ()
+            if scenes:
+                scores = validate(model.prior, dataset.path, scenes)
+                training.accelerator.log(scores, step=step)
+                logger.info("validation on %s at step %d: %s", " ".join(scenes), step,
+                            ", ".join(f"{k} {v:+.3f}" for k, v in scores.items()))  # fmt: skip
 
 
 def run(config: TrainConfig) -> Training:
@@ -323,16 +335,12 @@ def export(accelerator: Accelerator, objective, ema, config: TrainConfig, step: 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(objective)
-        if ema is not None:
-            ema.store(model.parameters())
-            ema.copy_to(model.parameters())
-        model.export(config.output_dir)
-        if config.stage == "prior":
-            from train_prior.model_card import write_model_card
+        with ema_weights(ema, model):
+            model.export(config.output_dir)
+            if config.stage == "prior":
+                from train_prior.model_card import write_model_card
 
-            write_model_card(config, step, seconds, accelerator.num_processes)
-        if ema is not None:
-            ema.restore(model.parameters())
+                write_model_card(config, step, seconds, accelerator.num_processes)
         logger.info("exported to %s", config.output_dir)
     accelerator.wait_for_everyone()
     return config.output_dir

@@ -188,11 +188,11 @@ def restoration_examples(corpus: Path, resolution: int, examples: int, seed: int
     from train_prior.datasets import DegradedDataset
 
     fits = read_corpus(corpus)
-    chosen = [fit for fit in fits if not scenes or fit.scene.root.name in scenes]
-    missing = sorted(set(scenes) - {fit.scene.root.name for fit in fits})
+    names = {fit.scene.root.name for fit in fits}
+    missing = sorted(set(scenes) - names)
     if missing:
-        have = " ".join(sorted({fit.scene.root.name for fit in fits}))
-        raise InputError(f"{corpus}: no finished fit of {' '.join(missing)}; its scenes are: {have}")
+        raise InputError(f"{corpus}: no finished fit of {' '.join(missing)}; its scenes are: {' '.join(sorted(names))}")
+    chosen = [fit for fit in fits if not scenes or fit.scene.root.name in scenes]
     dataset = DegradedDataset(chosen, resolution, crop_scale=(1.0, 1.0), seed=seed, cache_megabytes=256)
     return dataset, [dataset.describe(i) for i in range(examples)]
 
