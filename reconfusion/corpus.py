@@ -30,6 +30,14 @@ from reconfusion.scene import Scene, load_scene
 FORMAT = "reconfusion-degraded/1"
 FIT_FILE = "fit.json"
 CORPUS_FILE = "corpus.json"
+ARC_KEY = "reconfusion_arc"
+"""transforms.json key of a forward-facing arc cut from a 360-degree scene: ``of`` (its name), ``degrees``, ``frames``."""
+ARC_SUFFIX = "-arc"
+
+
+def capture_name(scene_name: str) -> str:
+    """The capture a corpus scene shows: NAME for NAME and for its forward-facing arc NAME-arc."""
+    return scene_name.removesuffix(ARC_SUFFIX)
 
 
 def stop_file(folder: Path, stop: int) -> Path:

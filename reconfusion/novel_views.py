@@ -57,6 +57,14 @@ def detect_layout(c2w: np.ndarray) -> Layout:
     return "object-360" if max_angle_from_mean(forward) > ORBIT_ANGLE_DEGREES else "forward-facing"
 
 
+def forward_facing_arc(c2w: np.ndarray, half_width_degrees: float) -> np.ndarray:
+    """Sorted indices of the views whose viewing direction lies within ``half_width_degrees`` of one view's,
+    around the view with the most such neighbours: a forward-facing piece of a 360-degree capture."""
+    forward = forward_axes(c2w)
+    close = forward @ forward.T >= np.cos(np.radians(half_width_degrees))
+    return np.flatnonzero(close[int(np.argmax(close.sum(1)))])
+
+
 def look_at(position: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
     """OpenGL camera-to-world (4, 4) at ``position`` looking at ``target`` with ``up`` roughly up."""
     back = position - target

@@ -5,6 +5,8 @@ on a sparse subset of the views, and every held-out view is rendered at each sto
 first stops, finished at the last). Scenes are copied once into CORPUS/scenes at ``max_side``; the training
 views are the scene's own split where it has one for that count (so the evaluation scenes' protocols hold),
 else spread by farthest-point sampling; every other view is held out (at most ``max_held_out``, evenly strided).
+With ``arc_degrees``, every 360-degree capture also gives a forward-facing scene, NAME-arc: its views within that
+many degrees of one view's direction, fitted like the others (sparse views of a narrow arc, as LLFF's captures are).
 
 Fits run as child processes (``python -m nerfstudio_plugin.degrade``), ``jobs`` at a time with one thread each;
 finished fits are skipped, so the command resumes where it was stopped. Fits are ordered view count first, so a
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reconfusion.corpus import CORPUS_FILE, FIT_FILE, fit_folder
+from reconfusion.corpus import ARC_KEY, ARC_SUFFIX, CORPUS_FILE, FIT_FILE, fit_folder
 from reconfusion.files import InputError, read_json, write_json
 from reconfusion.scene import Split, load_scene, write_split
 
@@ -52,6 +54,9 @@ class DegradeConfig:
     """Fits at the same time (one process and one thread each)."""
     seed: int = 0
     """Seed of every fit."""
+    arc_degrees: float = 0.0
+    """Also fit a forward-facing piece of every 360-degree capture, as the scene NAME-arc: the views whose viewing
+    direction lies within this many degrees (horizontally) of one view's (LLFF's captures span about 10-15); 0: none."""
     report: Path | None = None
     """Also write a Markdown summary here, with a contact sheet beside it (PNG of the same name)."""
     report_only: bool = False
@@ -109,24 +114,56 @@ def copy_scene(scene: Path, config: DegradeConfig) -> Path:
     copy = scene_copy(scene, target.parent, config.max_side)
     if copy.resolve() != target.resolve() and not (target / "transforms.json").is_file():
         shutil.copytree(copy, target, ignore=shutil.ignore_patterns("train_test_split_*.json"))
-    loaded = load_scene(scene)
+    write_corpus_splits(target, load_scene(scene), config)
+    return target
+
+
+def arc_copy(copy: Path, config: DegradeConfig) -> Path | None:
+    """CORPUS/scenes/NAME-arc, the forward-facing arc of a 360-degree scene copy with its corpus splits; None for
+    a forward-facing scene or an arc too small for the fewest views asked (two views held out)."""
+    from reconfusion.novel_views import detect_layout, forward_facing_arc
+    from reconfusion.scene import write_scene
+    from reconfusion_benchmark.runner import scene_extras
+
+    scene = load_scene(copy)
+    if detect_layout(scene.c2w) != "object-360":
+        return None
+    frames = forward_facing_arc(scene.c2w, config.arc_degrees)
+    if len(frames) < min(config.views) + 2:
+        logger.info("%s: no arc fit (%d views within %g degrees)", copy, len(frames), config.arc_degrees)
+        return None
+    target = Path(config.out) / "scenes" / f"{copy.name}{ARC_SUFFIX}"
+    recipe = {"of": copy.name, "degrees": config.arc_degrees, "frames": frames.tolist()}
+    if not (target / "transforms.json").is_file() or read_json(target / "transforms.json").get(ARC_KEY) != recipe:
+        read = scene.rgba if scene.has_alpha else scene.image
+        write_scene(target, [read(i) for i in frames], scene.c2w[frames], scene.intrinsics[frames],
+                    sizes=scene.sizes[frames], distortion=scene.distortion[frames],
+                    extra={**scene_extras(scene, frames), ARC_KEY: recipe}, overwrite=True)  # fmt: skip
+    write_corpus_splits(target, load_scene(target), config)
+    return target
+
+
+def write_corpus_splits(target: Path, source, config: DegradeConfig) -> None:
+    """One corpus split of the loaded ``source`` scene per view count it can hold, written into ``target``
+    (a copy with the same frames); splits of other counts removed."""
     for views in config.views:
         try:
-            split = corpus_split(loaded, views, config.max_held_out)
+            split = corpus_split(source, views, config.max_held_out)
         except InputError as err:
-            logger.info("%s: no %d-view fit (%s)", scene, views, err)
+            logger.info("%s: no %d-view fit (%s)", source.root, views, err)
             continue
         if split.test_ids:
             write_split(target, views, split, "degrade")
     for stale in set(load_scene(target).splits) - set(config.views):
         (target / f"train_test_split_{stale}.json").unlink()
-    return target
 
 
 def plan_fits(config: DegradeConfig) -> list[PlannedFit]:
     """Every (scene copy, views) fit, view count first; scenes too small for a count are left out of it."""
     check(config)
     copies = [copy_scene(scene, config) for scene in find_scenes(config.scenes)]
+    if config.arc_degrees > 0:
+        copies += [arc for copy in copies if (arc := arc_copy(copy, config)) is not None]
     splits = {copy: load_scene(copy).splits for copy in copies}
     fits = [PlannedFit(copy, views, fit_folder(config.out, copy.name, views))
             for views in config.views for copy in copies if views in splits[copy]]  # fmt: skip
@@ -145,6 +182,8 @@ def check(config: DegradeConfig) -> None:
     for name in ("max_held_out", "jobs"):
         if getattr(config, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} {getattr(config, name)}: must be 1 or more")
+    if not 0 <= config.arc_degrees < 90:
+        raise InputError(f"--arc-degrees {config.arc_degrees}: give an angle in [0, 90) (0: no arcs)")
     if config.max_side < 8:
         raise InputError(f"--max-side {config.max_side}: must be at least 8 pixels")
 
@@ -230,7 +269,7 @@ def _fit_summary(meta: dict) -> dict:
 def command_line(config: DegradeConfig) -> str:
     defaults = DegradeConfig(scenes=())
     words = ["reconfusion", "data", "degrade", "--scenes", *map(str, config.scenes), "--out", str(config.out)]
-    for name in ("views", "stops", "max_side", "max_held_out", "jobs", "seed"):
+    for name in ("views", "stops", "max_side", "max_held_out", "jobs", "seed", "arc_degrees"):
         value = getattr(config, name)
         if value != getattr(defaults, name):
             words += [f"--{name.replace('_', '-')}", *(map(str, value) if isinstance(value, tuple) else [str(value)])]
@@ -243,6 +282,8 @@ def source_of(scene: Path) -> str:
     from reconfusion_benchmark.runner import IMPORT_KEY, MESH_KEY, SYNTHETIC_KEY
 
     meta = read_json(Path(scene) / "transforms.json")
+    if ARC_KEY in meta:
+        return source_of(Path(scene).parent / meta[ARC_KEY]["of"]) + ", forward-facing arc"
     if IMPORT_KEY in meta:
         return f"{meta[IMPORT_KEY].get('format', 'imported')} import"
     return "rendered mesh" if MESH_KEY in meta else "procedural" if SYNTHETIC_KEY in meta else "scene"

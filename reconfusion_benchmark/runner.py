@@ -316,7 +316,7 @@ def prepare_scene(scene: Path, config: BenchmarkConfig) -> Path:
 def scene_copy(scene: Path, folder: Path, max_side: Optional[int], max_test_views: Optional[int] = None) -> Path:
     """The scene folder itself, or a copy in ``folder`` downscaled to ``max_side`` and/or with at most
     ``max_test_views`` test views per split (made once, reused while its recipe matches)."""
-    from reconfusion.scene import BACKGROUND_KEY, BOUNDS_KEY, Split, load_scene, write_scene
+    from reconfusion.scene import Split, load_scene, write_scene
 
     if max_side is not None and max_side < 0:
         raise InputError(f"--max-side {max_side}: must be 0 (full size) or more")
@@ -335,14 +335,23 @@ def scene_copy(scene: Path, folder: Path, max_side: Optional[int], max_test_view
     read = loaded.rgba if loaded.has_alpha else loaded.image
     images = [_resized(read(i), tuple(sizes[i])) for i in range(len(loaded))]
     factors = np.concatenate([sizes / loaded.sizes, sizes / loaded.sizes], axis=1)  # fx, fy, cx, cy
-    meta = read_json(loaded.root / "transforms.json")
-    extra = {k: meta[k] for k in (IMPORT_KEY, SYNTHETIC_KEY, MESH_KEY, BACKGROUND_KEY) if k in meta}
-    if loaded.bounds is not None:
-        extra[BOUNDS_KEY] = loaded.bounds.tolist()
+    extra = scene_extras(loaded)
     logger.info("%s: writing a copy at %s to fit (%s)", scene, "x".join(map(str, sizes[0])), target)
     write_scene(target, images, loaded.c2w, loaded.intrinsics * factors, sizes=sizes, distortion=loaded.distortion,
                 splits=splits, points=loaded.points, extra={**extra, PREPARED_KEY: recipe}, overwrite=True)  # fmt: skip
     return target
+
+
+def scene_extras(scene, frames: np.ndarray | None = None) -> dict:
+    """What a copy of a loaded scene (of some of its ``frames``) keeps of its transforms.json beyond the frames:
+    where it came from, its background and its depth bounds."""
+    from reconfusion.scene import BACKGROUND_KEY, BOUNDS_KEY
+
+    meta = read_json(scene.root / "transforms.json")
+    extra = {k: meta[k] for k in (IMPORT_KEY, SYNTHETIC_KEY, MESH_KEY, BACKGROUND_KEY) if k in meta}
+    if scene.bounds is not None:
+        extra[BOUNDS_KEY] = (scene.bounds if frames is None else scene.bounds[frames]).tolist()
+    return extra
 
 
 def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

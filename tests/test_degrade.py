@@ -47,6 +47,38 @@ def test_plan_copies_scenes_view_count_first_and_skips_counts_a_scene_cannot_hol
     assert [f.done for f in plan_fits(config)] == [True, False]  # a finished fit is skipped on the next run
 
 
+def test_the_arc_of_an_orbit_is_the_densest_run_of_views_within_the_angle():
+    from reconfusion.novel_views import forward_facing_arc, look_at
+
+    angles = np.radians([0, 10, 20, 90, 100, 180, 270, 340])
+    c2w = np.stack([look_at(np.array([np.sin(a), 0.3, np.cos(a)]) * 4, np.zeros(3), np.array([0.0, 1.0, 0.0]))
+                    for a in angles])  # fmt: skip
+    assert forward_facing_arc(c2w, 15).tolist() == [0, 1, 2]  # around 10 degrees: 0, 10, 20
+    assert forward_facing_arc(c2w, 25).tolist() == [0, 1, 2, 7]  # around 0: 340 ... 20
+    assert forward_facing_arc(c2w, 1).tolist() == [0]
+
+
+def test_arcs_of_360_degree_scenes_are_planned_as_forward_facing_scenes_of_their_own(scenes, tmp_path):
+    from reconfusion.novel_views import detect_layout
+    from reconfusion_benchmark.degrade import source_of
+
+    config = DegradeConfig(scenes=(scenes,), out=tmp_path / "corpus", views=(3,), max_side=16, arc_degrees=40)
+    fits = plan_fits(config)
+    arcs = [f for f in fits if f.scene.name.endswith("-arc")]
+    assert [f.scene.name for f in arcs] == ["scene_00005-arc", "scene_00006-arc"]
+    for fit in arcs:
+        arc, whole = load_scene(fit.scene), load_scene(fit.scene.parent / fit.scene.name.removesuffix("-arc"))
+        frames = json.loads((fit.scene / "transforms.json").read_text())["reconfusion_arc"]["frames"]
+        assert detect_layout(arc.c2w) == "forward-facing" and 5 <= len(arc) < len(whole)
+        np.testing.assert_allclose(arc.c2w, whole.c2w[frames], atol=1e-6)
+        np.testing.assert_allclose(arc.image(0), whole.image(frames[0]), atol=1 / 255)
+        assert len(arc.split(3).train_ids) == 3 and len(arc.split(3).test_ids) == len(arc) - 3
+        assert source_of(fit.scene) == source_of(whole.root) + ", forward-facing arc"
+    assert plan_fits(config) == fits  # made once
+    with pytest.raises(InputError, match="--arc-degrees"):
+        plan_fits(replace(config, arc_degrees=120))
+
+
 def test_two_scenes_with_one_name_are_refused(scenes, tmp_path):
     twin = tmp_path / "elsewhere" / "scene_00005"
     twin.parent.mkdir()
@@ -124,12 +156,13 @@ def test_held_out_scenes_are_never_drawn_and_repair_examples_are_recoloured(scen
     from train_prior.config import TrainConfig
     from train_prior.datasets import Recoloured
 
-    corpus = fake_corpus(scenes, tmp_path)
+    corpus = fake_corpus(scenes, tmp_path, arc_degrees=65)
+    assert {fit.scene.root.name for fit in read_corpus(corpus)} >= {"scene_00006", "scene_00006-arc"}
     config = TrainConfig(preset="repair", resolution=16, datasets=(f"degraded:{corpus}", f"scenes:{scenes}"),
                          holdout_scenes=("scene_00006",), recolour=False)  # fmt: skip
     dataset = make_dataset(config)
     scene_examples, corpus_examples = dataset.datasets
-    assert {corpus_examples.describe(i)["scene"] for i in range(40)} == {"scene_00005"}
+    assert {corpus_examples.describe(i)["scene"] for i in range(40)} <= {"scene_00005", "scene_00005-arc"}
     assert [s.root.name for s in scene_examples.sources[0].scenes] == ["scene_00005"]
     assert isinstance(make_dataset(replace(config, recolour=True)), Recoloured)
 
@@ -161,9 +194,10 @@ def test_recolouring_maps_the_channels_of_every_image_of_an_example_alike():
     assert torch.equal(dataset[3]["target_image"], dataset[3]["target_image"])  # a function of (seed, index)
 
 
-def fake_corpus(scenes: Path, tmp_path: Path) -> Path:
+def fake_corpus(scenes: Path, tmp_path: Path, arc_degrees: float = 0.0) -> Path:
     """A corpus whose 'renderings' are the held-out photographs at half brightness (no NeRF needed)."""
-    config = DegradeConfig(scenes=(scenes,), out=tmp_path / "corpus", views=(3,), stops=(5, 10), max_held_out=4)
+    config = DegradeConfig(scenes=(scenes,), out=tmp_path / "corpus", views=(3,), stops=(5, 10), max_held_out=4,
+                           arc_degrees=arc_degrees)  # fmt: skip
     for fit in plan_fits(config):
         scene = load_scene(fit.scene)
         split = scene.split(3)

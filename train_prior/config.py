@@ -52,8 +52,8 @@ class TrainConfig:
     from fresh weights; its architecture and autoencoder (frozen) replace the preset's, and --resolution must
     be its resolution. A run that has checkpoints resumes from them instead."""
     holdout_scenes: tuple[str, ...] = ()
-    """Scene folder names never trained on, in any dataset (kept for validation: python -m train_prior.evaluation
-    PRIOR --corpus CORPUS --scenes NAMES)."""
+    """Scene folder names never trained on, in any dataset, nor their forward-facing arcs (NAME-arc) in a corpus
+    (kept for validation: python -m train_prior.evaluation PRIOR --corpus CORPUS --scenes NAMES)."""
     validate_every: int = 0
     """repair preset with --holdout-scenes: every N steps, score the EMA weights' restoration of the held-out scenes'
     renderings in the degraded corpora (gain in dB and LPIPS change at t = 0.4, logged as validation/*, plotted
