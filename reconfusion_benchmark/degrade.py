@@ -56,7 +56,9 @@ class DegradeConfig:
     """Seed of every fit."""
     arc_degrees: float = 0.0
     """Also fit a forward-facing piece of every 360-degree capture, as the scene NAME-arc: the views whose viewing
-    direction lies within this many degrees (horizontally) of one view's (LLFF's captures span about 10-15); 0: none."""
+    direction lies within this many degrees of one view's (LLFF's captures span about 10-15); 0: none."""
+    arcs_only: bool = False
+    """With --arc-degrees: fit the arcs only (a forward-facing corpus of its own, to weigh apart in training)."""
     report: Path | None = None
     """Also write a Markdown summary here, with a contact sheet beside it (PNG of the same name)."""
     report_only: bool = False
@@ -163,7 +165,8 @@ def plan_fits(config: DegradeConfig) -> list[PlannedFit]:
     check(config)
     copies = [copy_scene(scene, config) for scene in find_scenes(config.scenes)]
     if config.arc_degrees > 0:
-        copies += [arc for copy in copies if (arc := arc_copy(copy, config)) is not None]
+        arcs = [arc for copy in copies if (arc := arc_copy(copy, config)) is not None]
+        copies = arcs if config.arcs_only else copies + arcs
     splits = {copy: load_scene(copy).splits for copy in copies}
     fits = [PlannedFit(copy, views, fit_folder(config.out, copy.name, views))
             for views in config.views for copy in copies if views in splits[copy]]  # fmt: skip
@@ -184,6 +187,8 @@ def check(config: DegradeConfig) -> None:
             raise InputError(f"--{name.replace('_', '-')} {getattr(config, name)}: must be 1 or more")
     if not 0 <= config.arc_degrees < 90:
         raise InputError(f"--arc-degrees {config.arc_degrees}: give an angle in [0, 90) (0: no arcs)")
+    if config.arcs_only and not config.arc_degrees:
+        raise InputError("--arcs-only fits the forward-facing arcs only: give their width with --arc-degrees, e.g. 15")
     if config.max_side < 8:
         raise InputError(f"--max-side {config.max_side}: must be at least 8 pixels")
 
@@ -273,6 +278,8 @@ def command_line(config: DegradeConfig) -> str:
         value = getattr(config, name)
         if value != getattr(defaults, name):
             words += [f"--{name.replace('_', '-')}", *(map(str, value) if isinstance(value, tuple) else [str(value)])]
+    if config.arcs_only:
+        words.append("--arcs-only")
     return shlex.join(words)
 
 

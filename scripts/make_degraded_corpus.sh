@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The degraded-rendering corpora of the repairing prior (issue 27), resumable: rerun the same command to go on.
 #   1. the evaluation corpus: the evaluation scenes fitted on their protocol's 3 training views only (scoring only);
-#   2. the training corpus: every training scene imported by scripts/import_training_data.py, 3/6/9 views, and
-#      forward-facing arcs of the 360-degree captures (views within 15 degrees of one view's direction, 3 views):
-#      the photographed captures' arcs first, as they are closest to the LLFF and phone captures users bring.
+#   2. the forward-facing corpus (outputs/degraded-arcs): arcs of the 360-degree training captures (views within
+#      15 degrees of one view's direction) fitted on 3 views, as LLFF's and phone captures are; photographs first;
+#   3. the training corpus: every training scene imported by scripts/import_training_data.py, 3/6/9 views.
 # Usage: bash scripts/make_degraded_corpus.sh   (environment: JOBS fits at a time, default 2; EVAL=0 skips step 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,7 @@ if [ "${EVAL:-1}" != 0 ]; then
   $PY -m reconfusion data degrade --scenes outputs/bench-data/{fern,horns,trex,juicebox,scan24,scan37,lego} \
     --out outputs/degraded-eval --views 3 --jobs "$JOBS"
 fi
-$PY -m reconfusion data degrade --scenes outputs/train-scenes/{captures,colmap,photos,strecha} --out outputs/degraded \
-  --views 3 --arc-degrees 15 --jobs "$JOBS"
-$PY -m reconfusion data degrade --scenes outputs/train-scenes --out outputs/degraded --arc-degrees 15 --jobs "$JOBS"
+ARCS=(--out outputs/degraded-arcs --views 3 --arc-degrees 15 --arcs-only --jobs "$JOBS")
+$PY -m reconfusion data degrade --scenes outputs/train-scenes/{captures,colmap,photos,strecha} "${ARCS[@]}"
+$PY -m reconfusion data degrade --scenes outputs/train-scenes "${ARCS[@]}"
+$PY -m reconfusion data degrade --scenes outputs/train-scenes --out outputs/degraded --jobs "$JOBS"

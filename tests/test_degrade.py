@@ -75,6 +75,7 @@ def test_arcs_of_360_degree_scenes_are_planned_as_forward_facing_scenes_of_their
         assert len(arc.split(3).train_ids) == 3 and len(arc.split(3).test_ids) == len(arc) - 3
         assert source_of(fit.scene) == source_of(whole.root) + ", forward-facing arc"
     assert plan_fits(config) == fits  # made once
+    assert plan_fits(replace(config, arcs_only=True)) == arcs
     with pytest.raises(InputError, match="--arc-degrees"):
         plan_fits(replace(config, arc_degrees=120))
 
@@ -163,6 +164,12 @@ def test_held_out_scenes_are_never_drawn_and_repair_examples_are_recoloured(scen
     dataset = make_dataset(config)
     scene_examples, corpus_examples = dataset.datasets
     assert {corpus_examples.describe(i)["scene"] for i in range(40)} <= {"scene_00005", "scene_00005-arc"}
+    from train_prior.monitoring import held_out_corpus_scenes, validation_tags
+
+    assert held_out_corpus_scenes(corpus, ("scene_00006",)) == ("scene_00006", "scene_00006-arc")  # validated on
+    tags = validation_tags([corpus, tmp_path / "arcs"])
+    assert tags[corpus] == ("validation/gain_db", "validation/lpips_change")
+    assert tags[tmp_path / "arcs"] == ("validation/arcs/gain_db", "validation/arcs/lpips_change")
     assert [s.root.name for s in scene_examples.sources[0].scenes] == ["scene_00005"]
     assert isinstance(make_dataset(replace(config, recolour=True)), Recoloured)
 

@@ -301,14 +301,15 @@ def validation_scenes(config: TrainConfig, corpus: Path) -> tuple[str, ...]:
 
 def log_validation(training: Training, config: TrainConfig, step: int) -> None:
     """Restoration of the held-out scenes by the EMA weights, for each degraded corpus that has fits of them."""
-    from train_prior.monitoring import validate
+    from train_prior.monitoring import validate, validation_tags
 
     model = training.model
+    corpora = [dataset.path for dataset in config.all_datasets() if dataset.format == "degraded"]
     with ema_weights(training.ema, model):
-        for dataset in config.all_datasets():
-            scenes = validation_scenes(config, dataset.path) if dataset.format == "degraded" else ()
+        for corpus, tags in validation_tags(corpora).items():
+            scenes = validation_scenes(config, corpus)
             if scenes:
-                scores = validate(model.prior, dataset.path, scenes)
+                scores = validate(model.prior, corpus, scenes, tags=tags)
                 training.accelerator.log(scores, step=step)
                 logger.info("validation on %s at step %d: %s", " ".join(scenes), step,
                             ", ".join(f"{k} {v:+.3f}" for k, v in scores.items()))  # fmt: skip

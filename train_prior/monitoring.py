@@ -99,18 +99,27 @@ def plot_loss_curves(log_dir: Path, out: Path, tags: tuple[str, ...] = ("loss", 
 
 
 VALIDATION_TAGS = ("validation/gain_db", "validation/lpips_change")
-"""Restoration on the held-out scenes (restored minus rendering: PSNR in dB, LPIPS), logged by :func:`validate`."""
+"""Restoration on the held-out scenes (restored minus rendering: PSNR in dB, LPIPS), logged by :func:`validate`
+for the first degraded corpus; ``validation/CORPUS_NAME/...`` for the others (:func:`validation_tags`)."""
+
+
+def validation_tags(corpora: list[Path]) -> dict[Path, tuple[str, ...]]:
+    """The tags :func:`validate` logs each of a run's degraded ``corpora`` under."""
+    return {corpus: tuple(tag.replace("validation/", f"validation/{Path(corpus).name}/") if k else tag
+                          for tag in VALIDATION_TAGS) for k, corpus in enumerate(corpora)}  # fmt: skip
 
 
 def held_out_corpus_scenes(corpus: Path, holdout: tuple[str, ...]) -> tuple[str, ...]:
-    """The held-out scenes that have finished fits in ``corpus`` (the ones validation can score)."""
-    from reconfusion.corpus import read_corpus
+    """The corpus scenes of held-out captures (their forward-facing arcs included) that have finished fits in
+    ``corpus`` (the ones validation can score)."""
+    from reconfusion.corpus import capture_name, read_corpus
 
-    return tuple(sorted({fit.scene.root.name for fit in read_corpus(corpus)} & set(holdout)))
+    return tuple(sorted({fit.scene.root.name for fit in read_corpus(corpus) if capture_name(fit.scene.root.name) in holdout}))
 
 
 @torch.no_grad()
-def validate(prior, corpus: Path, scenes: tuple[str, ...], examples: int = 16, t: float = REPAIR_T) -> dict[str, float]:
+def validate(prior, corpus: Path, scenes: tuple[str, ...], examples: int = 16, t: float = REPAIR_T,
+             tags: tuple[str, ...] = VALIDATION_TAGS) -> dict[str, float]:
     """Restoration gain of ``prior`` on ``scenes`` of a degraded-rendering corpus (the run's held-out scenes), as
     ``python -m train_prior.evaluation --corpus CORPUS --scenes SCENES --ts T`` scores it."""
     from train_prior.evaluation import evaluate_restoration
@@ -118,4 +127,4 @@ def validate(prior, corpus: Path, scenes: tuple[str, ...], examples: int = 16, t
     was_training = prior.training
     overall = evaluate_restoration(prior, corpus, ts=(t,), examples=examples, batch_size=examples, scenes=scenes)[0]
     prior.train(was_training)
-    return {VALIDATION_TAGS[0]: overall.gain_db, VALIDATION_TAGS[1]: overall.restored_lpips - overall.rendering_lpips}
+    return {tags[0]: overall.gain_db, tags[1]: overall.restored_lpips - overall.rendering_lpips}
