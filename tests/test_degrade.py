@@ -296,3 +296,24 @@ def test_the_restoration_evaluation_says_what_is_wrong_in_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "train_prior.evaluation", str(tmp_path), "--corpus", str(tmp_path)],
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "error:" in done.stderr
+
+
+def test_scaling_a_zero_residual_changes_nothing_and_the_table_has_every_scene(scenes, tmp_path):
+    import dataclasses
+    import importlib.util
+
+    from reconfusion.presets import PriorConfig
+    from reconfusion.prior import ReconFusionPrior
+    from test_prior import MICRO
+
+    path = Path(__file__).parents[1] / "benchmarks" / "repair_residual_scale.py"
+    spec = importlib.util.spec_from_file_location("repair_residual_scale", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    prior = ReconFusionPrior.from_preset("tiny", preset=dataclasses.replace(MICRO, prior=PriorConfig(repairs=True)))
+    found = bench.scores_by_scene(prior.eval(), fake_corpus(scenes, tmp_path), examples=3, t=0.4)
+    assert len(found["all"]["rendering"]) == 3 and set(found) - {"all"} <= {"scene_00005", "scene_00006"}
+    for s in bench.SCALES[1:]:  # an untrained repair predicts a zero residual: every scale is the round trip
+        np.testing.assert_allclose(found["all"][s], found["all"][0.0], atol=1e-3)
+    text = bench.table(found)
+    assert text.startswith("| scene | examples |") and "| all | 3 |" in text
