@@ -2,7 +2,9 @@
 is the rendering's latent plus a residual; this scores rendering + s * residual against the photograph for a
 few scales s on a degraded-rendering corpus (s = 0: the rendering through the autoencoder; s = 1: the prior's
 own prediction). A residual that helps at some s < 1 but not at 1 points the right way with too much
-confidence; one that hurts at every s > 0 is wrong for those scenes.
+confidence; one that hurts at every s > 0 is wrong for those scenes. The prior's correction in pixels (its
+prediction minus the round trip) is also split at a Gaussian blur of sigma px: the round trip plus only the
+correction's coarse part ("< sigma px"), or plus only its fine part ("> sigma px").
 
     .venv/bin/python benchmarks/repair_residual_scale.py outputs/repair-prior-2/prior --corpus outputs/degraded-eval \\
         --examples 48 --t 0.4 --report docs/repair_prior/residual_scale.md
@@ -19,6 +21,21 @@ from pathlib import Path
 import torch
 
 SCALES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
+BANDS = (2.0, 4.0)
+"""Gaussian sigmas (pixels at the prior's resolution) that split the correction into coarse and fine parts."""
+
+
+def band_variants(round_trip: torch.Tensor, restored: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The round trip plus the coarse or the fine part of the correction ``restored - round_trip``, per sigma."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    correction = restored - round_trip
+    variants = {}
+    for sigma in BANDS:
+        coarse = gaussian_blur(correction, kernel_size=2 * int(3 * sigma) + 1, sigma=sigma)
+        variants[f"< {sigma:g} px"] = (round_trip + coarse).clamp(0, 1)
+        variants[f"> {sigma:g} px"] = (round_trip + correction - coarse).clamp(0, 1)
+    return variants
 
 
 @torch.no_grad()
@@ -44,10 +61,9 @@ def scores_by_scene(prior, corpus: Path, examples: int, t: float, seed: int = 12
         residual = prior.repaired_latents(noisy, timesteps, cond.features, cond.tokens, cond.rendering) - cond.rendering
         photo = batch["target_image"]
         rendering_psnr = psnr(batch["rendering"], photo).flatten()
-        per_scale = {}
-        for s in SCALES:
-            image = prior.decode_latents(cond.rendering + s * residual).float()
-            per_scale[s] = (psnr(image, photo).flatten(), lpips(image, photo).flatten())
+        images = {s: prior.decode_latents(cond.rendering + s * residual).float() for s in SCALES}
+        images |= band_variants(images[0.0], images[1.0])
+        per_scale = {s: (psnr(image, photo).flatten(), lpips(image, photo).flatten()) for s, image in images.items()}
         for j in range(len(items)):
             for scene in ("all", described[start + j]["scene"]):
                 found[scene]["rendering"].append(float(rendering_psnr[j]))
@@ -58,12 +74,13 @@ def scores_by_scene(prior, corpus: Path, examples: int, t: float, seed: int = 12
 
 def table(found: dict[str, dict]) -> str:
     mean = lambda values: sum(values) / len(values)  # noqa: E731
-    lines = ["| scene | examples | rendering PSNR | " + " | ".join(f"s = {s}" for s in SCALES) + " |",
-             "|---|---|---|" + "---|" * len(SCALES)]  # fmt: skip
+    columns = [key for key in found["all"] if key != "rendering"]
+    lines = ["| scene | examples | rendering PSNR | " + " | ".join(c if isinstance(c, str) else f"s = {c}" for c in columns)
+             + " |", "|---|---|---|" + "---|" * len(columns)]  # fmt: skip
     for scene in ["all", *sorted(k for k in found if k != "all")]:
         row = found[scene]
         cells = [f"{mean([p for p, _ in row[s]]) - mean(row['rendering']):+.2f} / {mean([l for _, l in row[s]]):.3f}"
-                 for s in SCALES]  # fmt: skip
+                 for s in columns]  # fmt: skip
         lines.append(f"| {scene} | {len(row['rendering'])} | {mean(row['rendering']):.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

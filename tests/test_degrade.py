@@ -313,7 +313,12 @@ def test_scaling_a_zero_residual_changes_nothing_and_the_table_has_every_scene(s
     prior = ReconFusionPrior.from_preset("tiny", preset=dataclasses.replace(MICRO, prior=PriorConfig(repairs=True)))
     found = bench.scores_by_scene(prior.eval(), fake_corpus(scenes, tmp_path), examples=3, t=0.4)
     assert len(found["all"]["rendering"]) == 3 and set(found) - {"all"} <= {"scene_00005", "scene_00006"}
-    for s in bench.SCALES[1:]:  # an untrained repair predicts a zero residual: every scale is the round trip
-        np.testing.assert_allclose(found["all"][s], found["all"][0.0], atol=1e-3)
+    for s in [*bench.SCALES[1:], "< 2 px", "> 4 px"]:  # an untrained repair predicts a zero residual: every
+        np.testing.assert_allclose(found["all"][s], found["all"][0.0], atol=1e-3)  # variant is the round trip
     text = bench.table(found)
-    assert text.startswith("| scene | examples |") and "| all | 3 |" in text
+    assert text.startswith("| scene | examples |") and "| all | 3 |" in text and "| > 4 px |" in text
+    round_trip = torch.full((1, 3, 32, 32), 0.5)
+    restored = round_trip + 0.2 * (torch.rand(1, 3, 32, 32) - 0.5)
+    bands = bench.band_variants(round_trip, restored)
+    assert torch.allclose(bands["< 2 px"] + bands["> 2 px"], round_trip + restored, atol=1e-5)  # parts make the whole
+    assert bands["< 2 px"].std() < bands["> 2 px"].std()  # white noise is mostly fine detail
