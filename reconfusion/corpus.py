@@ -40,6 +40,11 @@ def capture_name(scene_name: str) -> str:
     return scene_name.removesuffix(ARC_SUFFIX)
 
 
+def is_held_out(scene_name: str, holdout: tuple[str, ...]) -> bool:
+    """Whether a scene is one of the ``holdout`` scenes or the forward-facing arc of one."""
+    return scene_name in holdout or capture_name(scene_name) in holdout
+
+
 def stop_file(folder: Path, stop: int) -> Path:
     return Path(folder) / f"stop_{stop:06d}.npz"
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from reconfusion.corpus import ARC_KEY, ARC_SUFFIX, CORPUS_FILE, FIT_FILE, fit_folder
 from reconfusion.files import InputError, read_json, write_json
+from reconfusion.novel_views import ORBIT_ANGLE_DEGREES
 from reconfusion.scene import Split, load_scene, write_split
 
 logger = logging.getLogger("reconfusion")
@@ -131,12 +132,17 @@ def arc_copy(copy: Path, config: DegradeConfig) -> Path | None:
     if detect_layout(scene.c2w) != "object-360":
         return None
     frames = forward_facing_arc(scene.c2w, config.arc_degrees)
-    if len(frames) < min(config.views) + 2:
-        logger.info("%s: no arc fit (%d views within %g degrees)", copy, len(frames), config.arc_degrees)
+    if len(frames) < min(config.views) + 2 or detect_layout(scene.c2w[frames]) != "forward-facing":
+        logger.info("%s: no arc fit (%d views within %g degrees, %s)", copy, len(frames), config.arc_degrees,
+                    detect_layout(scene.c2w[frames]))  # fmt: skip
         return None
     target = Path(config.out) / "scenes" / f"{copy.name}{ARC_SUFFIX}"
     recipe = {"of": copy.name, "degrees": config.arc_degrees, "frames": frames.tolist()}
+    if (target / "transforms.json").is_file() and ARC_KEY not in read_json(target / "transforms.json"):
+        raise InputError(f"{target}: a scene named {target.name} is not the arc of {copy.name}; rename it, since the "
+                         f"corpus names the arc of a scene NAME{ARC_SUFFIX}")  # fmt: skip
     if not (target / "transforms.json").is_file() or read_json(target / "transforms.json").get(ARC_KEY) != recipe:
+        shutil.rmtree(Path(config.out) / "fits" / target.name, ignore_errors=True)  # fits of other frames
         read = scene.rgba if scene.has_alpha else scene.image
         write_scene(target, [read(i) for i in frames], scene.c2w[frames], scene.intrinsics[frames],
                     sizes=scene.sizes[frames], distortion=scene.distortion[frames],
@@ -185,8 +191,9 @@ def check(config: DegradeConfig) -> None:
     for name in ("max_held_out", "jobs"):
         if getattr(config, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} {getattr(config, name)}: must be 1 or more")
-    if not 0 <= config.arc_degrees < 90:
-        raise InputError(f"--arc-degrees {config.arc_degrees}: give an angle in [0, 90) (0: no arcs)")
+    if not 0 <= config.arc_degrees < ORBIT_ANGLE_DEGREES:
+        raise InputError(f"--arc-degrees {config.arc_degrees}: give an angle in [0, {ORBIT_ANGLE_DEGREES:g}) (0: no "
+                         "arcs; a wider arc is a 360-degree capture)")  # fmt: skip
     if config.arcs_only and not config.arc_degrees:
         raise InputError("--arcs-only fits the forward-facing arcs only: give their width with --arc-degrees, e.g. 15")
     if config.max_side < 8:
@@ -306,7 +313,9 @@ def write_report(corpus: Path, report: Path, sheet: Path, scenes_shown: int = 6)
     rows: dict[tuple[str, int], list] = {}
     entries = {(entry["scene"], entry["views"]): entry for entry in summary["fits"]}
     for fit in fits:
-        entry = entries[(fit.scene.root.name, fit.views)]
+        entry = entries.get((fit.scene.root.name, fit.views))
+        if entry is None:  # a fit the command that wrote corpus.json did not plan
+            continue
         rows.setdefault((source_of(fit.scene.root), fit.views), []).append((fit, entry))
     lines = [f"# The degraded-rendering corpus\n\nWritten by `{summary['command']} --report {report}` "
              f"({summary['written']}).\n",

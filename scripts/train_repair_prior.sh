@@ -17,7 +17,9 @@ PY=${PYTHON:-.venv/bin/python}
 HOLDOUT=${HOLDOUT:-$(cat scripts/repair_holdout_scenes.txt)}
 [ "$HOLDOUT" = none ] && HOLDOUT=
 DATASETS=("degraded:outputs/degraded@${CORPUS_WEIGHT:-3}" "scenes:outputs/train-scenes@1")
-[ -d outputs/degraded-arcs/fits ] && DATASETS+=("degraded:outputs/degraded-arcs@${ARC_WEIGHT:-3}")
+if compgen -G "outputs/degraded-arcs/fits/*/*/fit.json" > /dev/null; then   # a finished arc fit
+  DATASETS+=("degraded:outputs/degraded-arcs@${ARC_WEIGHT:-3}")
+fi
 OMP_NUM_THREADS=${THREADS:-1} $PY -m train_prior repair --datasets "${DATASETS[@]}" \
   --output-dir "$RUN" --steps "${STEPS:-20000}" --batch-size "${BATCH:-8}" --max-minutes "${MINUTES:-0}" \
   --checkpoint-every 100 --keep-checkpoints 2 --image-every 250 --log-every 25 --learning-rate "${LR:-1e-4}" --validate-every "${VALIDATE_EVERY:-100}" \

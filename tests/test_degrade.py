@@ -77,7 +77,12 @@ def test_arcs_of_360_degree_scenes_are_planned_as_forward_facing_scenes_of_their
     assert plan_fits(config) == fits  # made once
     assert plan_fits(replace(config, arcs_only=True)) == arcs
     with pytest.raises(InputError, match="--arc-degrees"):
-        plan_fits(replace(config, arc_degrees=120))
+        plan_fits(replace(config, arc_degrees=60))
+    stale = tmp_path / "corpus" / "fits" / "scene_00005-arc" / "3-views"
+    stale.mkdir(parents=True)
+    write_json(stale / FIT_FILE, {})
+    plan_fits(replace(config, arc_degrees=44))
+    assert not stale.exists()  # a rewritten arc's old fits are of other frames: they are made again
 
 
 def test_two_scenes_with_one_name_are_refused(scenes, tmp_path):
@@ -157,7 +162,7 @@ def test_held_out_scenes_are_never_drawn_and_repair_examples_are_recoloured(scen
     from train_prior.config import TrainConfig
     from train_prior.datasets import Recoloured
 
-    corpus = fake_corpus(scenes, tmp_path, arc_degrees=65)
+    corpus = fake_corpus(scenes, tmp_path, arc_degrees=40)
     assert {fit.scene.root.name for fit in read_corpus(corpus)} >= {"scene_00006", "scene_00006-arc"}
     config = TrainConfig(preset="repair", resolution=16, datasets=(f"degraded:{corpus}", f"scenes:{scenes}"),
                          holdout_scenes=("scene_00006",), recolour=False)  # fmt: skip

@@ -53,7 +53,7 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
 def make_dataset(config: TrainConfig) -> torch.utils.data.Dataset:
     """The examples: scene datasets mixed by weight, and degraded-rendering corpora (a repairing prior only,
     whose scene examples then carry a synthetic degradation as their rendering)."""
-    from reconfusion.corpus import capture_name, read_corpus
+    from reconfusion.corpus import is_held_out, read_corpus
 
     try:
         datasets = config.all_datasets()
@@ -66,7 +66,7 @@ def make_dataset(config: TrainConfig) -> torch.utils.data.Dataset:
     if corpora and not repairs:
         raise SystemExit(f"train_prior: error: degraded:{corpora[0].path} trains a repairing prior; use the repair preset")
     scenes = [d for d in datasets if d.format != "degraded"]
-    kept = lambda scene: capture_name(scene.root.name) not in config.holdout_scenes  # noqa: E731  (arcs too)
+    kept = lambda scene: not is_held_out(scene.root.name, config.holdout_scenes)  # noqa: E731
     parts, weights, names = [], [], set()
     if scenes:
         found = [READERS[d.format](d.path, min_views=config.num_observed + 1) for d in scenes]

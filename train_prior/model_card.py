@@ -14,7 +14,7 @@ from reconfusion.prior import ReconFusionPrior
 from train_prior.config import DatasetConfig, TrainConfig
 from train_prior.evaluation import evaluate_prior
 from train_prior.monitoring import plot_loss_curves, validation_tags
-from reconfusion.corpus import read_corpus
+from reconfusion.corpus import is_held_out, read_corpus
 from reconfusion.scene import Scene
 from train_prior.readers import READERS
 
@@ -108,7 +108,7 @@ def training_manifest(config: TrainConfig) -> list[dict]:
     rows = []
     for dataset in config.all_datasets():
         for scene in _scenes_of(dataset, config.num_observed + 1):
-            if scene.root.name in config.holdout_scenes:
+            if is_held_out(scene.root.name, config.holdout_scenes):
                 continue
             source, licence = _provenance(scene, Path(dataset.path))
             rows.append({"dataset": str(dataset.path), "format": dataset.format, "weight": dataset.weight,

@@ -112,9 +112,9 @@ def validation_tags(corpora: list[Path]) -> dict[Path, tuple[str, ...]]:
 def held_out_corpus_scenes(corpus: Path, holdout: tuple[str, ...]) -> tuple[str, ...]:
     """The corpus scenes of held-out captures (their forward-facing arcs included) that have finished fits in
     ``corpus`` (the ones validation can score)."""
-    from reconfusion.corpus import capture_name, read_corpus
+    from reconfusion.corpus import is_held_out, read_corpus
 
-    return tuple(sorted({fit.scene.root.name for fit in read_corpus(corpus) if capture_name(fit.scene.root.name) in holdout}))
+    return tuple(sorted({fit.scene.root.name for fit in read_corpus(corpus) if is_held_out(fit.scene.root.name, holdout)}))
 
 
 @torch.no_grad()
