@@ -35,14 +35,9 @@ ARC_KEY = "reconfusion_arc"
 ARC_SUFFIX = "-arc"
 
 
-def capture_name(scene_name: str) -> str:
-    """The capture a corpus scene shows: NAME for NAME and for its forward-facing arc NAME-arc."""
-    return scene_name.removesuffix(ARC_SUFFIX)
-
-
 def is_held_out(scene_name: str, holdout: tuple[str, ...]) -> bool:
-    """Whether a scene is one of the ``holdout`` scenes or the forward-facing arc of one."""
-    return scene_name in holdout or capture_name(scene_name) in holdout
+    """Whether a scene is one of the ``holdout`` scenes or the forward-facing arc (NAME-arc) of one."""
+    return scene_name in holdout or scene_name.removesuffix(ARC_SUFFIX) in holdout
 
 
 def stop_file(folder: Path, stop: int) -> Path:

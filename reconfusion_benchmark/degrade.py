@@ -123,7 +123,8 @@ def copy_scene(scene: Path, config: DegradeConfig) -> Path:
 
 def arc_copy(copy: Path, config: DegradeConfig) -> Path | None:
     """CORPUS/scenes/NAME-arc, the forward-facing arc of a 360-degree scene copy with its corpus splits; None for
-    a forward-facing scene or an arc too small for the fewest views asked (two views held out)."""
+    a forward-facing scene, or an arc that is not forward-facing itself or too small for the fewest views asked
+    (two views held out)."""
     from reconfusion.novel_views import detect_layout, forward_facing_arc
     from reconfusion.scene import write_scene
     from reconfusion_benchmark.runner import scene_extras
@@ -132,16 +133,17 @@ def arc_copy(copy: Path, config: DegradeConfig) -> Path | None:
     if detect_layout(scene.c2w) != "object-360":
         return None
     frames = forward_facing_arc(scene.c2w, config.arc_degrees)
-    if len(frames) < min(config.views) + 2 or detect_layout(scene.c2w[frames]) != "forward-facing":
-        logger.info("%s: no arc fit (%d views within %g degrees, %s)", copy, len(frames), config.arc_degrees,
-                    detect_layout(scene.c2w[frames]))  # fmt: skip
+    layout = detect_layout(scene.c2w[frames])
+    if len(frames) < min(config.views) + 2 or layout != "forward-facing":
+        logger.info("%s: no arc fit (%d views within %g degrees, %s)", copy, len(frames), config.arc_degrees, layout)
         return None
     target = Path(config.out) / "scenes" / f"{copy.name}{ARC_SUFFIX}"
     recipe = {"of": copy.name, "degrees": config.arc_degrees, "frames": frames.tolist()}
-    if (target / "transforms.json").is_file() and ARC_KEY not in read_json(target / "transforms.json"):
+    existing = read_json(target / "transforms.json") if (target / "transforms.json").is_file() else None
+    if existing is not None and ARC_KEY not in existing:
         raise InputError(f"{target}: a scene named {target.name} is not the arc of {copy.name}; rename it, since the "
                          f"corpus names the arc of a scene NAME{ARC_SUFFIX}")  # fmt: skip
-    if not (target / "transforms.json").is_file() or read_json(target / "transforms.json").get(ARC_KEY) != recipe:
+    if existing is None or existing[ARC_KEY] != recipe:
         shutil.rmtree(Path(config.out) / "fits" / target.name, ignore_errors=True)  # fits of other frames
         read = scene.rgba if scene.has_alpha else scene.image
         write_scene(target, [read(i) for i in frames], scene.c2w[frames], scene.intrinsics[frames],

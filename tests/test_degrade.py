@@ -172,7 +172,7 @@ def test_held_out_scenes_are_never_drawn_and_repair_examples_are_recoloured(scen
     from train_prior.monitoring import held_out_corpus_scenes, validation_tags
 
     assert held_out_corpus_scenes(corpus, ("scene_00006",)) == ("scene_00006", "scene_00006-arc")  # validated on
-    tags = validation_tags([corpus, tmp_path / "arcs"])
+    tags = validation_tags(replace(config, datasets=(f"degraded:{corpus}", f"degraded:{tmp_path / 'arcs'}")))
     assert tags[corpus] == ("validation/gain_db", "validation/lpips_change")
     assert tags[tmp_path / "arcs"] == ("validation/arcs/gain_db", "validation/arcs/lpips_change")
     assert [s.root.name for s in scene_examples.sources[0].scenes] == ["scene_00005"]

@@ -304,9 +304,8 @@ def log_validation(training: Training, config: TrainConfig, step: int) -> None:
     from train_prior.monitoring import validate, validation_tags
 
     model = training.model
-    corpora = [dataset.path for dataset in config.all_datasets() if dataset.format == "degraded"]
     with ema_weights(training.ema, model):
-        for corpus, tags in validation_tags(corpora).items():
+        for corpus, tags in validation_tags(config).items():
             scenes = validation_scenes(config, corpus)
             if scenes:
                 scores = validate(model.prior, corpus, scenes, tags=tags)

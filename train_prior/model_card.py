@@ -173,8 +173,7 @@ def write_model_card(config: TrainConfig, step: int, train_seconds: float, num_p
     ]
     if plot_loss_curves(config.output_dir / "logs", folder / "loss_curves.png") is not None:
         lines += ["", "Training losses (tensorboard logs in `logs/` of the run):", "", "![loss curves](loss_curves.png)"]
-    corpora = [dataset.path for dataset in config.all_datasets() if dataset.format == "degraded"]
-    tags = tuple(tag for group in validation_tags(corpora).values() for tag in group)
+    tags = tuple(tag for group in validation_tags(config).values() for tag in group)
     if plot_loss_curves(config.output_dir / "logs", folder / "validation.png", tags,
                         "restored - rendering (dB; LPIPS)", "linear") is not None:  # fmt: skip
         lines += ["", f"Restoration of the held-out scenes ({', '.join(config.holdout_scenes)}) during training, at "

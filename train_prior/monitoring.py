@@ -103,8 +103,9 @@ VALIDATION_TAGS = ("validation/gain_db", "validation/lpips_change")
 for the first degraded corpus; ``validation/CORPUS_NAME/...`` for the others (:func:`validation_tags`)."""
 
 
-def validation_tags(corpora: list[Path]) -> dict[Path, tuple[str, ...]]:
-    """The tags :func:`validate` logs each of a run's degraded ``corpora`` under."""
+def validation_tags(config) -> dict[Path, tuple[str, ...]]:
+    """The tags :func:`validate` logs each degraded corpus of a run's ``config`` (a TrainConfig) under."""
+    corpora = [dataset.path for dataset in config.all_datasets() if dataset.format == "degraded"]
     return {corpus: tuple(tag.replace("validation/", f"validation/{Path(corpus).name}/") if k else tag
                           for tag in VALIDATION_TAGS) for k, corpus in enumerate(corpora)}  # fmt: skip
 
