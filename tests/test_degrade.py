@@ -327,3 +327,36 @@ def test_scaling_a_zero_residual_changes_nothing_and_the_table_has_every_scene(s
     bands = bench.band_variants(round_trip, restored)
     assert torch.allclose(bands["< 2 px"] + bands["> 2 px"], round_trip + restored, atol=1e-5)  # parts make the whole
     assert bands["< 2 px"].std() < bands["> 2 px"].std()  # white noise is mostly fine detail
+
+
+def test_views_warped_with_the_true_depth_land_where_the_target_sees_them_and_fusion_starts_as_the_rendering():
+    import importlib.util
+    from types import SimpleNamespace
+
+    from reconfusion.cameras import pixel_rays
+
+    path = Path(__file__).parents[1] / "benchmarks" / "warped_views_fusion.py"
+    spec = importlib.util.spec_from_file_location("warped_views_fusion", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    size, focal, plane = 32, 32.0, 4.0
+    c2w = np.stack([np.eye(4)] * 4)
+    c2w[:, 0, 3] = [0.0, 0.5, 1.0, 1.5]  # target 0; the others slide right, all looking down -z at a wall
+    intrinsics = np.tile([focal, focal, size / 2, size / 2], (4, 1))
+    scene = SimpleNamespace(c2w=c2w, intrinsics=intrinsics)
+    fit = SimpleNamespace(scene=scene, train_ids=(3, 1, 2))
+    _, directions = pixel_rays(torch.as_tensor(c2w[0]), torch.as_tensor(intrinsics[0]), size, size)
+    depth = (plane / -directions[..., 2]).numpy()  # distance along each ray to the wall at z = -4
+    gradient = np.broadcast_to(np.arange(size, dtype=np.float32)[None, :, None] / size, (size, size, 3)).copy()
+    images = {v: torch.as_tensor(gradient) for v in fit.train_ids}
+    warps = bench.warped_views(fit, 0, depth, images)
+    assert warps.shape == (size, size, 12)
+    for k, view in enumerate((1, 2, 3)):  # nearest first; a wall point at target column u is at u - f b / D there
+        shift = focal * c2w[view, 0, 3] / plane
+        colour, valid = warps[..., 4 * k], warps[..., 4 * k + 3]
+        inside = np.arange(size) >= shift + 1
+        np.testing.assert_allclose(colour[:, inside], (gradient[:, inside, 0] - shift / size), atol=1e-4)
+        assert valid[:, inside].all() and not valid[:, np.arange(size) + 0.5 < shift].any()
+    model = bench.Fusion(channels=3 + 21)
+    example = {"rendering": gradient.astype(np.float16), "warps": warps.astype(np.float16), "photo": gradient}
+    np.testing.assert_allclose(bench.restored(model, example, True), gradient, atol=1e-3)  # untrained: the rendering
