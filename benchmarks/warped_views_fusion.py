@@ -49,8 +49,9 @@ def warped_views(fit: DegradedFit, view: int, depth: np.ndarray, images: dict[in
         uv, z = project(points, as_tensor(scene.c2w[source]), as_tensor(scene.intrinsics[source]))
         grid = uv / uv.new_tensor([image.shape[1], image.shape[0]]) * 2 - 1
         colour = F.grid_sample(image.permute(2, 0, 1)[None], grid[None, None], align_corners=False, padding_mode="border")
-        valid = ((z > 0) & (grid.abs() <= 1).all(-1)).float()[:, None]
-        planes.append(torch.cat([colour[0, :, 0].T * valid, valid], -1).reshape(height, width, 4))
+        valid = ((z > 0) & (grid.abs() <= 1).all(-1)).float()[:, None]  # false where the depth is not finite
+        colour = torch.nan_to_num(colour[0, :, 0].T) * valid
+        planes.append(torch.cat([colour, valid], -1).reshape(height, width, 4))
     return torch.cat(planes, -1).numpy()
 
 
@@ -126,9 +127,9 @@ def train(pool: list[dict], with_warps: bool, steps: int, seed: int) -> tuple[Fu
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = Fusion(inputs(pool[0], with_warps).shape[-1])
-    optimizer = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), 5e-4, weight_decay=1e-4)
     start = time.process_time()
-    for _ in range(steps):
+    for step in range(steps):
         xs, ys = [], []
         for _ in range(16):
             example = pool[rng.integers(len(pool))]
@@ -140,7 +141,10 @@ def train(pool: list[dict], with_warps: bool, steps: int, seed: int) -> tuple[Fu
         loss = F.mse_loss(model(_tensor(xs)), _tensor(ys))
         optimizer.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # one bad batch must not wreck a short run
         optimizer.step()
+        if step % 100 == 0:
+            print(f"{'with' if with_warps else 'without'} warps, step {step}: loss {loss.item():.4f}", file=sys.stderr, flush=True)
     return model, (time.process_time() - start) / 60
 
 
