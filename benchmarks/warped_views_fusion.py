@@ -27,9 +27,10 @@ from torch import nn
 from reconfusion.cameras import pixel_rays, project
 from reconfusion.corpus import DegradedFit, is_held_out, read_corpus
 from reconfusion.files import write_text
+from reconfusion.metrics import psnr
 
-HELD_OUT = ("gum_box", "3b5a2eb92a501d54", "maryRose", "fountain-P11")
-"""The repairing prior's held-out training scenes (train_prior's default), left out of training here too."""
+HELD_OUT = tuple((Path(__file__).parents[1] / "scripts" / "repair_holdout_scenes.txt").read_text().split())
+"""The repairing prior's held-out training scenes (scripts/train_repair_prior.sh reads the same file), left out here too."""
 NEAREST = 3
 PATCH = 64
 
@@ -74,11 +75,12 @@ def corpus_examples(roots: list[Path]) -> list[dict]:
     return examples
 
 
-def inputs(example: dict, with_warps: bool) -> np.ndarray:
-    rendering = example["rendering"].astype(np.float32)
+def inputs(example: dict, with_warps: bool, window: tuple[slice, slice] = (slice(None), slice(None))) -> np.ndarray:
+    """The network's input channels over ``window`` of the example (all of it by default)."""
+    rendering = example["rendering"][window].astype(np.float32)
     if not with_warps:
         return rendering
-    warps = example["warps"].astype(np.float32)
+    warps = example["warps"][window].astype(np.float32)
     colours = warps.reshape(*warps.shape[:2], NEAREST, 4)[..., :3]
     differences = (colours - rendering[..., None, :]).reshape(*warps.shape[:2], 3 * NEAREST)
     return np.concatenate([rendering, warps, differences], -1)
@@ -136,7 +138,7 @@ def train(pool: list[dict], with_warps: bool, steps: int, seed: int) -> tuple[Fu
             height, width = example["rendering"].shape[:2]
             top, left = rng.integers(height - PATCH + 1), rng.integers(width - PATCH + 1)
             window = (slice(top, top + PATCH), slice(left, left + PATCH))
-            xs.append(inputs(example, with_warps)[window])
+            xs.append(inputs(example, with_warps, window))
             ys.append(example["photo"][window].astype(np.float32))
         loss = F.mse_loss(model(_tensor(xs)), _tensor(ys))
         optimizer.zero_grad()
@@ -149,7 +151,7 @@ def train(pool: list[dict], with_warps: bool, steps: int, seed: int) -> tuple[Fu
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(-10 * np.log10(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2)))
+    return float(psnr(*(torch.as_tensor(x.astype(np.float32)).permute(2, 0, 1) for x in (a, b))))
 
 
 @torch.no_grad()
@@ -191,7 +193,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", type=Path, required=True)
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     training = corpus_examples(args.corpus)
     pool = [e for e in training if not is_held_out(e["scene"], HELD_OUT)]
     held_out = [e for e in training if is_held_out(e["scene"], HELD_OUT)]
@@ -208,8 +209,9 @@ def main() -> None:
         f"Each variant trained on {len(pool)} examples of {len({e['scene'] for e in pool})} scenes for {args.steps} steps "
         f"of 16 patches of {PATCH} px (CPU minutes: " + ", ".join(f"{name} {m:.1f}" for name, m in minutes.items()) + ").", "",
         *report_lines("Evaluation scenes (never trained on)", scores(evaluation, models)),
-        *report_lines(f"Held-out training scenes ({', '.join(HELD_OUT)}, and their arcs)", scores(held_out, models)),
     ]  # fmt: skip
+    if held_out:  # the corpora may hold none of them
+        lines += report_lines(f"Held-out training scenes ({', '.join(HELD_OUT)}, and their arcs)", scores(held_out, models))
     write_text(args.report, "\n".join(lines))
     print("\n".join(lines))
 
