@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reconfusion.cameras import pixel_rays, project
 from reconfusion.corpus import DegradedFit, is_held_out, read_corpus
 from reconfusion.files import write_text
 from reconfusion.metrics import psnr
+from reconfusion.warping import warp_views
 
 HELD_OUT = tuple((Path(__file__).parents[1] / "scripts" / "repair_holdout_scenes.txt").read_text().split())
 """The repairing prior's held-out training scenes (scripts/train_repair_prior.sh reads the same file), left out here too."""
@@ -36,24 +36,18 @@ PATCH = 64
 
 
 def warped_views(fit: DegradedFit, view: int, depth: np.ndarray, images: dict[int, torch.Tensor]) -> np.ndarray:
-    """(H, W, 4 * NEAREST): the fit's nearest training views sampled where the rendering's surface (``depth``,
-    distance along each ray) projects into them, each with its validity (in front and inside the frame)."""
-    scene, (height, width) = fit.scene, depth.shape
+    """(H, W, 4 * NEAREST): the fit's nearest training views warped into ``view`` at the rendering's ``depth``
+    (:func:`reconfusion.warping.warp_views`), each as colour and validity."""
+    scene = fit.scene
     as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-    origins, directions = pixel_rays(as_tensor(scene.c2w[view]), as_tensor(scene.intrinsics[view]), height, width)
-    points = (origins + directions * as_tensor(depth)[..., None]).reshape(-1, 3)
     centres = scene.c2w[:, :3, 3]
     nearest = sorted(fit.train_ids, key=lambda v: np.linalg.norm(centres[v] - centres[view]))[:NEAREST]
-    planes = []
-    for source in nearest:
-        image = images[source]
-        uv, z = project(points, as_tensor(scene.c2w[source]), as_tensor(scene.intrinsics[source]))
-        grid = uv / uv.new_tensor([image.shape[1], image.shape[0]]) * 2 - 1
-        colour = F.grid_sample(image.permute(2, 0, 1)[None], grid[None, None], align_corners=False, padding_mode="border")
-        valid = ((z > 0) & (grid.abs() <= 1).all(-1)).float()[:, None]  # false where the depth is not finite
-        colour = torch.nan_to_num(colour[0, :, 0].T) * valid
-        planes.append(torch.cat([colour, valid], -1).reshape(height, width, 4))
-    return torch.cat(planes, -1).numpy()
+    colours, valid = warp_views(
+        as_tensor(scene.c2w[view])[None], as_tensor(scene.intrinsics[view])[None], as_tensor(depth)[None],
+        [images[v].permute(2, 0, 1)[None] for v in nearest], as_tensor(scene.c2w[nearest])[None],
+        as_tensor(scene.intrinsics[nearest])[None],
+    )  # fmt: skip
+    return torch.cat([colours[0], valid[0]], 1).permute(2, 3, 0, 1).reshape(*depth.shape, 4 * NEAREST).numpy()
 
 
 def corpus_examples(roots: list[Path]) -> list[dict]:

@@ -50,6 +50,10 @@ class PriorCondition:
     """f with every observed view dropped (zeroed images): guidance's unconditional branch."""
     rendering: Float[Tensor, "B c h w"] | None = None
     """Scaled latent of the rendering being repaired (a repairing prior only; both branches of guidance see it)."""
+    warped: Float[Tensor, "B C2 h w"] | None = None
+    """The warped observed views' latents and validity (a repairing prior with warped views only)."""
+    null_warped: Float[Tensor, "B C2 h w"] | None = None
+    """The same showing nothing (the rendering, invalid everywhere): guidance's unconditional branch."""
 
 
 def null_tokens(tokens: Float[Tensor, "B V D"], dropped: Bool[Tensor, "B"]) -> Float[Tensor, "B V D"]:

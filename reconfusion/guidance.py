@@ -63,6 +63,7 @@ from torch import Tensor
 from reconfusion.cameras import crop_intrinsics, normalize_cameras
 from reconfusion.novel_views import Layout, detect_layout, nearest_views, sample_novel_cameras
 from reconfusion.observations import Coverage, Observations, observed_coverage, random_windows
+from reconfusion.warping import warp_views
 
 logger = logging.getLogger(__name__)
 
@@ -353,6 +354,7 @@ class SampleGuidance:
             num_steps=self.config.num_steps,
             guidance_scale=self.config.guidance_scale,
             generator=self.generator,
+            **self.warped_views(views, depth),
         ).float()
         if self.config.target == "residual":
             samples = self._residual_targets(renderings, samples, views.t)
@@ -362,6 +364,17 @@ class SampleGuidance:
         self.last_taught = float(active.float().mean())
         targets = torch.where(active.view(-1, 1, 1, 1), targets, renderings)
         return NovelViews(views.c2w, views.intrinsics, views.conditioning, views.t, targets, weights, active, step)
+
+    def warped_views(self, views: NovelViews, depth: Tensor | None) -> dict[str, Tensor]:
+        """The conditioning views warped into ``views`` rendered at ``depth``, for a prior that takes them (none
+        without depth: the prior then repairs as if no view showed the pixels)."""
+        count = getattr(getattr(self.prior, "config", None), "warped_views", 0)
+        if not count or depth is None:
+            return {}
+        ids, obs = views.conditioning[:, :count], self.observations
+        images, valid = warp_views(views.c2w, views.intrinsics, depth[:, 0], obs.images[ids], obs.c2w[ids],
+                                   obs.intrinsics[ids])  # fmt: skip
+        return {"warped_images": images, "warped_valid": valid}
 
     def _residual_targets(self, renderings: Tensor, samples: Tensor, t: Tensor) -> Tensor:
         """``rendering + sample - D(E(rendering))``; the change is zero where t = 0 (nothing was sampled)."""

@@ -55,6 +55,15 @@ class PriorConfig:
     min_snr_gamma: float = 0.0
     """Min-SNR-gamma loss weighting (Hang et al. 2023): min(SNR, gamma) / gamma on the photograph's latent, the
     v-prediction form min(SNR, gamma) / (SNR + 1) written for x0 (up to the constant gamma); 0: unweighted."""
+    warped_views: int = 0
+    """A repairing prior: how many observed views (nearest first), warped into the target with the rendering's depth
+    (:mod:`reconfusion.warping`), it also takes: each view's latent and its validity at latent resolution."""
+
+    def input_channels(self, latent_channels: int, feature_channels: int) -> int:
+        """The U-Net's input channels: noisy latent, PixelNeRF features, and a repairing prior's rendering latent
+        and warped views (latent + validity each)."""
+        repairing = latent_channels + self.warped_views * (latent_channels + 1) if self.repairs else 0
+        return latent_channels + feature_channels + repairing
 
 
 @dataclass(frozen=True)
@@ -142,7 +151,7 @@ def build_tiny_unet(preset: TinyPreset, latent_size: int) -> UNet2DConditionMode
     up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (blocks - 1)
     return UNet2DConditionModel(
         sample_size=latent_size,
-        in_channels=preset.latent_channels * (2 if preset.prior.repairs else 1) + preset.feature_channels,
+        in_channels=preset.prior.input_channels(preset.latent_channels, preset.feature_channels),
         out_channels=preset.latent_channels,
         down_block_types=down,
         up_block_types=up,
@@ -169,9 +178,11 @@ SMALL_PRESET = TinyPreset(
     image_encoder_channels=(32, 64, 128, 128), prior=PriorConfig(preset="small"),
 )  # fmt: skip
 """The ``small`` preset: 128x128 images on the bundled pretrained TAEF2 autoencoder (16x16x32 latents)."""
-REPAIR_PRESET = replace(SMALL_PRESET, prior=PriorConfig(preset="repair", repairs=True, max_noise=0.7, min_snr_gamma=5.0))
-"""The ``repair`` preset: the small architecture repairing renderings (see ``PriorConfig.repairs``), trained at
-t <= 0.7 (the annealed sample loss's range) with min-SNR-5 weighting."""
+REPAIR_PRESET = replace(SMALL_PRESET, prior=PriorConfig(preset="repair", repairs=True, max_noise=0.7, min_snr_gamma=5.0,
+                                                        warped_views=3))
+"""The ``repair`` preset: the small architecture repairing renderings (see ``PriorConfig.repairs``) given the three
+nearest observed views warped into the target, trained at t <= 0.7 (the annealed sample loss's range) with min-SNR-5
+weighting."""
 
 
 def build_small_components(preset: TinyPreset = SMALL_PRESET) -> dict:
@@ -228,7 +239,7 @@ def widen_conv_in(unet: UNet2DConditionModel, extra_channels: int) -> UNet2DCond
     meta = [name for name, t in [*wide.named_parameters(), *wide.named_buffers()] if t.is_meta]
     if meta:
         raise RuntimeError(f"widen_conv_in left tensors uninitialised: {meta[:5]}")
-    return wide.to(device=unet.device, dtype=unet.dtype)
+    return wide  # on the base U-Net's device, in its dtype: the tensors are its own
 
 
 def load_stable_diffusion_components(
@@ -279,13 +290,13 @@ def check_components(pixelnerf, image_encoder, unet, vae, scheduler, config: Pri
     """What does not fit together, one phrase per problem (empty when the prior is consistent)."""
     problems = []
     latent, features = vae.config.latent_channels, pixelnerf.config.feature_channels
-    rendering = latent if config.repairs else 0
-    if unet.config.in_channels != latent + features + rendering:
-        problems.append(
-            f"unet in_channels={unet.config.in_channels} but vae latent_channels={latent} + "
-            f"pixelnerf feature_channels={features}" + (f" + the rendering's latent {latent}" if rendering else "")
-            + f" = {latent + features + rendering}"
-        )
+    expected = config.input_channels(latent, features)
+    if unet.config.in_channels != expected:
+        repairing = f" + the rendering's latent and {config.warped_views} warped views" if config.repairs else ""
+        problems.append(f"unet in_channels={unet.config.in_channels} but vae latent_channels={latent} + "
+                        f"pixelnerf feature_channels={features}{repairing} = {expected}")
+    if config.warped_views < 0 or (config.warped_views and not config.repairs):
+        problems.append(f"warped_views={config.warped_views}: only a repairing prior takes warped views (>= 0)")
     if unet.config.out_channels != latent:
         problems.append(f"unet out_channels={unet.config.out_channels} but vae latent_channels={latent}")
     unet_dims = unet.config.cross_attention_dim

@@ -55,6 +55,7 @@ from reconfusion.presets import (
     load_stable_diffusion_components,
     save_prior_folder,
     vae_downsampling,
+    widen_conv_in,
 )
 
 
@@ -80,6 +81,11 @@ class PriorBatch:
     """Far depth of PixelNeRF rays per example."""
     rendering: Float[Tensor, "B 3 R R"] | None = None
     """The rendering of the target view to repair, aligned with target_image (a repairing prior only)."""
+    warped_images: Float[Tensor, "B V 3 R R"] | None = None
+    """Observed views warped into the target with the rendering's depth, nearest first (reconfusion.warping; a
+    repairing prior with ``warped_views`` only; None: no view shows the target)."""
+    warped_valid: Float[Tensor, "B V 1 R R"] | None = None
+    """Where each warped view is valid (1) or not (0)."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,17 @@ class ReconFusionPrior(nn.Module):
             vae = load_component(TAEF2 if kind == "TAEF2" else AutoencoderKL, Path(vae), "vae")
         return type(self)(**dict(self._components(), vae=vae), config=self.config)
 
+    def with_warped_views(self, count: int) -> ReconFusionPrior:
+        """This repairing prior taking ``count`` warped views (more than it takes now): its U-Net's first convolution
+        widened with zero weights, so that it repairs exactly as before until training teaches it to use them."""
+        extra = count - self.config.warped_views
+        if not self.config.repairs or extra < 0:
+            raise ValueError(f"with_warped_views({count}): a repairing prior taking at most {count} warped views "
+                             f"is needed, this one takes {self.config.warped_views} (repairs={self.config.repairs})")  # fmt: skip
+        unet = widen_conv_in(self.unet, extra * (self.vae.config.latent_channels + 1))
+        config = dataclasses.replace(self.config, warped_views=count)
+        return type(self)(**dict(self._components(), unet=unet), config=config)
+
     def trainable_components(self) -> dict[str, nn.Module]:
         """What the prior objective trains: PixelNeRF, the image encoder (its open_clip tower stays frozen)
         and the U-Net. The VAE is frozen."""
@@ -250,12 +267,16 @@ class ReconFusionPrior(nn.Module):
         stratified: bool | None = None,
         generator: torch.Generator | None = None,
         rendering: Float[Tensor, "B 3 R R"] | None = None,
+        warped_images: Float[Tensor, "B V 3 R R"] | None = None,
+        warped_valid: Float[Tensor, "B V 1 R R"] | None = None,
     ) -> PriorCondition:
         """PixelNeRF features and image tokens for target cameras given at the prior's resolution.
 
         ``dropped`` examples get zeroed images and null tokens; ``with_null`` also renders the
         all-dropped features for guidance. ``stratified`` PixelNeRF samples default to training mode.
-        A repairing prior needs the ``rendering`` to repair (images in [0, 1] at the prior's resolution).
+        A repairing prior needs the ``rendering`` to repair (images in [0, 1] at the prior's resolution), and one with
+        ``warped_views`` takes the observed views warped into it (:mod:`reconfusion.warping`; without them, or where
+        they are invalid, the prior repairs as if no view showed those pixels; dropped examples lose them too).
         """
         if self.config.repairs and rendering is None:
             raise ValueError("this prior repairs renderings: pass the rendering of the target view")
@@ -279,35 +300,69 @@ class ReconFusionPrior(nn.Module):
         )  # fmt: skip
         features = rendered.features.to(self.dtype)
         tokens = null_tokens(self.image_encoder(images[:batch]).to(self.dtype), dropped)
+        latent = self.encode_images(rendering.to(self.device)) if self.config.repairs else None
+        warped, null_warped = self._warped_latents(latent, rendering, warped_images, warped_valid, dropped)
         return PriorCondition(
             features=features[:batch],
             tokens=tokens,
             rgb=rendered.rgb[:batch],
             null_features=features[batch:] if with_null else None,
-            rendering=self.encode_images(rendering.to(self.device)) if self.config.repairs else None,
+            rendering=latent,
+            warped=warped,
+            null_warped=null_warped if with_null else None,
         )
 
+    @torch.no_grad()
+    def _warped_latents(self, latent: Tensor | None, rendering: Tensor | None, images: Tensor | None,
+                        valid: Tensor | None, dropped: Tensor) -> tuple[Tensor | None, Tensor | None]:  # fmt: skip
+        """(the warped views' channels, the same without evidence) for the U-Net: per view, the latent of the view
+        with the rendering where it is invalid, then its validity at latent resolution. Without evidence every view
+        is the rendering, invalid everywhere."""
+        count = self.config.warped_views
+        if not count:
+            return None, None
+        size = latent.shape[-1]
+        nothing = torch.cat([latent, latent.new_zeros(latent.shape[0], 1, size, size)], 1).repeat(1, count, 1, 1)
+        if images is None:
+            return nothing, nothing
+        if valid is None or images.shape[:2] != valid.shape[:2] or images.shape[-2:] != rendering.shape[-2:]:
+            raise ValueError(f"warped_images {tuple(images.shape)} and warped_valid "
+                             f"{None if valid is None else tuple(valid.shape)} must be (B, V, 3 | 1, R, R) with R the "
+                             f"rendering's size {tuple(rendering.shape[-2:])}")  # fmt: skip
+        images, valid = images[:, :count].to(self.device, self.dtype), valid[:, :count].to(self.device, self.dtype)
+        missing = count - images.shape[1]
+        if missing > 0:  # fewer observed views than the prior takes: the rest show nothing
+            images = torch.cat([images, images.new_zeros(images.shape[0], missing, *images.shape[2:])], 1)
+            valid = torch.cat([valid, valid.new_zeros(valid.shape[0], missing, *valid.shape[2:])], 1)
+        valid = valid * (~dropped).to(valid.dtype)[:, None, None, None, None]
+        filled = images * valid + rendering.to(images)[:, None] * (1 - valid)
+        latents = self.encode_images(filled.flatten(0, 1)).unflatten(0, (-1, count))
+        small = F.interpolate(valid.flatten(0, 1), size=(size, size), mode="area").unflatten(0, (-1, count))
+        return torch.cat([latents, small.to(latents.dtype)], 2).flatten(1, 2), nothing
+
     def unet_output(
-        self, noisy_latents: Tensor, timesteps: Tensor, features: Tensor, tokens: Tensor, rendering: Tensor | None = None
+        self, noisy_latents: Tensor, timesteps: Tensor, features: Tensor, tokens: Tensor, rendering: Tensor | None = None,
+        warped: Tensor | None = None,
     ) -> Float[Tensor, "B c h w"]:
         """The prediction (epsilon, v or sample: the scheduler's prediction type); a repairing prior's is the one
         that denoises to :meth:`repaired_latents`."""
         if self.config.repairs:
-            clean = self.repaired_latents(noisy_latents, timesteps, features, tokens, rendering)
+            clean = self.repaired_latents(noisy_latents, timesteps, features, tokens, rendering, warped)
             a = self.scheduler.alphas_cumprod.to(clean.device)[timesteps].view(-1, 1, 1, 1).to(clean.dtype)
             return prediction_of(noisy_latents, clean, a, self.prediction_type)
         return self._unet(noisy_latents, timesteps, features, tokens)
 
     def repaired_latents(
-        self, noisy_latents: Tensor, timesteps: Tensor, features: Tensor, tokens: Tensor, rendering: Tensor
+        self, noisy_latents: Tensor, timesteps: Tensor, features: Tensor, tokens: Tensor, rendering: Tensor,
+        warped: Tensor | None = None,
     ) -> Float[Tensor, "B c h w"]:
         """A repairing prior's prediction of the photograph's latent: the rendering's latent plus the U-Net's
-        residual (the U-Net sees the noisy latent, PixelNeRF's features and the rendering's latent)."""
-        return rendering.to(self.dtype) + self._unet(noisy_latents, timesteps, features, tokens, rendering)
+        residual (the U-Net sees the noisy latent, PixelNeRF's features, the rendering's latent and the warped views)."""
+        return rendering.to(self.dtype) + self._unet(noisy_latents, timesteps, features, tokens, rendering, warped)
 
     def _unet(self, noisy_latents: Tensor, timesteps: Tensor, features: Tensor, tokens: Tensor,
-              rendering: Tensor | None = None) -> Tensor:  # fmt: skip
-        inputs = [noisy_latents, features] + ([] if rendering is None else [rendering])
+              rendering: Tensor | None = None, warped: Tensor | None = None) -> Tensor:  # fmt: skip
+        inputs = [noisy_latents, features] + [x for x in (rendering, warped) if x is not None]
         return self.unet(torch.cat([x.to(self.dtype) for x in inputs], dim=1), timesteps,
                          encoder_hidden_states=tokens.to(self.dtype)).sample  # fmt: skip
 
@@ -315,15 +370,16 @@ class ReconFusionPrior(nn.Module):
         self, noisy_latents: Tensor, timesteps: Tensor, conditioning: PriorCondition, guidance_scale: float
     ) -> Float[Tensor, "B c h w"]:
         """Classifier-free guidance: out_uncond + s * (out_cond - out_uncond) (s = 1: conditional only)."""
-        rendering = conditioning.rendering
+        rendering, warped = conditioning.rendering, conditioning.warped
         if guidance_scale == 1.0:
-            return self.unet_output(noisy_latents, timesteps, conditioning.features, conditioning.tokens, rendering)
+            return self.unet_output(noisy_latents, timesteps, conditioning.features, conditioning.tokens, rendering, warped)
         if conditioning.null_features is None:
             raise ValueError("guidance needs the unconditional features: build the condition with with_null=True")
         features = torch.cat([conditioning.null_features, conditioning.features])
         tokens = torch.cat([torch.zeros_like(conditioning.tokens), conditioning.tokens])
         both = self.unet_output(torch.cat([noisy_latents] * 2), torch.cat([timesteps] * 2), features, tokens,
-                                None if rendering is None else torch.cat([rendering] * 2))  # fmt: skip
+                                None if rendering is None else torch.cat([rendering] * 2),
+                                None if warped is None else torch.cat([conditioning.null_warped, warped]))  # fmt: skip
         uncond, cond = both.chunk(2)
         return uncond + guidance_scale * (cond - uncond)
 
@@ -355,7 +411,7 @@ class ReconFusionPrior(nn.Module):
         cond = self.condition(
             batch.observed_images, batch.observed_c2w, batch.observed_intrinsics, batch.target_c2w,
             batch.target_intrinsics, near=batch.near, far=batch.far, dropped=dropped, generator=generator,
-            rendering=batch.rendering,
+            rendering=batch.rendering, warped_images=batch.warped_images, warped_valid=batch.warped_valid,
         )  # fmt: skip
         with torch.no_grad():
             posterior = self.vae.encode(target * 2.0 - 1.0).latent_dist
@@ -369,7 +425,7 @@ class ReconFusionPrior(nn.Module):
         noisy = self.scheduler.add_noise(start, noise, timesteps)
         alpha_bar = self.scheduler.alphas_cumprod.to(self.device)[timesteps].view(-1, 1, 1, 1)
         if self.config.repairs:  # scored on the photograph's latent it predicts
-            repaired = self.repaired_latents(noisy, timesteps, cond.features, cond.tokens, cond.rendering)
+            repaired = self.repaired_latents(noisy, timesteps, cond.features, cond.tokens, cond.rendering, cond.warped)
             error = repaired.float() - latents.float()
         else:
             output = self.unet_output(noisy, timesteps, cond.features, cond.tokens).float()
@@ -407,10 +463,13 @@ class ReconFusionPrior(nn.Module):
         generator: torch.Generator | None = None,
         near: float | Tensor | None = None,
         far: float | Tensor | None = None,
+        warped_images: Float[Tensor, "B V 3 R R"] | None = None,
+        warped_valid: Float[Tensor, "B V 1 R R"] | None = None,
     ) -> Float[Tensor, "B 3 R R"]:
         """Images at the target cameras: ``init_images`` noised to ``t_start`` (a fraction of the training
         timesteps; 1 = pure noise, the init ignored), then ``num_steps`` DDIM steps to 0 with guidance. A
-        repairing prior is also conditioned on ``init_images``, the renderings it repairs."""
+        repairing prior is also conditioned on ``init_images``, the renderings it repairs, and on the observed views
+        warped into them where it takes them (see :meth:`condition`)."""
         if self.config.repairs and init_images is None:
             raise ValueError("this prior repairs renderings: pass them as init_images")
         images = stack_views(observed_images)
@@ -431,7 +490,7 @@ class ReconFusionPrior(nn.Module):
         cond = self.condition(
             images, observed_c2w, observed_intrinsics, target_c2w, target_intrinsics,
             near=near, far=far, with_null=guidance_scale != 1.0, stratified=False,
-            rendering=init_images if self.config.repairs else None,
+            rendering=init_images if self.config.repairs else None, warped_images=warped_images, warped_valid=warped_valid,
         )  # fmt: skip
         alphas = self.sampler.alphas_cumprod.to(self.device)
         final = torch.as_tensor(self.sampler.final_alpha_cumprod, device=self.device).expand(batch)

@@ -305,3 +305,29 @@ def test_a_repairing_prior_is_never_asked_for_more_noise_than_it_was_trained_on(
     guidance = make_guidance(repairing, mode="multistep")
     assert guidance.noise_range(0) == (0.0, 0.5)
     assert float(guidance.sample_views(16, step=0).t.max()) <= 0.5
+
+
+def test_a_prior_that_takes_warped_views_gets_the_conditioning_views_warped_with_the_rendered_depth():
+    from reconfusion.presets import PriorConfig, TinyPreset
+
+    torch.manual_seed(0)
+    preset = TinyPreset(prior=PriorConfig(repairs=True, max_noise=0.5, warped_views=2))
+    repairing = ReconFusionPrior.from_preset("tiny", preset=preset).eval().requires_grad_(False)
+    guidance = make_guidance(repairing, mode="multistep")
+    views = guidance.sample_views(3, step=0)
+    rendering, depth = guidance._render(views, ToyScene(distance=2.0))
+    warps = guidance.warped_views(views, depth)
+    assert warps["warped_images"].shape == (3, 2, 3, 64, 64) and warps["warped_valid"].shape == (3, 2, 1, 64, 64)
+    assert warps["warped_valid"].any()
+    assert guidance.warped_views(views, None) == {}  # no depth: the prior repairs without them
+    given = {}
+    sample = repairing.sample
+
+    def spy(*args, **kwargs):
+        given.update(kwargs)
+        return sample(*args, **kwargs)
+
+    repairing.sample = spy
+    targets = guidance.make_targets(views, rendering, depth, step=0)
+    assert targets.targets.shape == rendering.shape
+    assert torch.equal(given["warped_valid"], warps["warped_valid"])

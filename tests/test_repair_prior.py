@@ -102,3 +102,71 @@ def test_scene_adaptation_fits_the_left_out_views_and_leaves_the_prior_ready_to_
     assert not prior.training and not any(p.requires_grad for p in prior.parameters())
     with pytest.raises(ValueError, match="repairing"):
         adapt_prior(micro_prior(), views, AdaptationConfig(steps=1))
+
+
+def with_warps(batch: PriorBatch, views: int = 2, seed: int = 2) -> PriorBatch:
+    gen = torch.Generator().manual_seed(seed)
+    size = batch.target_image.shape[-1]
+    images = torch.rand(batch.target_image.shape[0], views, 3, size, size, generator=gen)
+    valid = (torch.rand(batch.target_image.shape[0], views, 1, size, size, generator=gen) > 0.3).float()
+    return dataclasses.replace(batch, warped_images=images, warped_valid=valid)
+
+
+def test_a_prior_widened_for_warped_views_repairs_as_before_until_training_teaches_it_to_use_them():
+    prior = repairing_prior()
+    widened = prior.with_warped_views(2)
+    latent, features = prior.vae.config.latent_channels, prior.pixelnerf.config.feature_channels
+    assert widened.unet.config.in_channels == 2 * latent + features + 2 * (latent + 1)
+    batch = with_warps(with_rendering(make_batch()))
+    outputs = [p.sample(*sample_args(batch), init_images=batch.rendering, t_start=0.4, num_steps=2, guidance_scale=2.0,
+                        generator=torch.Generator().manual_seed(0), warped_images=batch.warped_images,
+                        warped_valid=batch.warped_valid) for p in (prior, widened)]  # fmt: skip
+    torch.testing.assert_close(outputs[0], outputs[1])
+    torch.nn.init.normal_(widened.unet.conv_out.weight, std=0.01)  # as after some training (it starts at zero)
+    widened.train().loss(batch, generator=torch.Generator().manual_seed(0)).total.backward()
+    assert widened.unet.conv_in.weight.grad[:, -2 * (latent + 1) :].abs().sum() > 0  # the warps reach the U-Net
+    with pytest.raises(ValueError, match="at most 1 warped views"):
+        widened.with_warped_views(1)
+
+
+def test_warped_views_count_only_where_valid_and_not_for_dropped_examples():
+    prior = repairing_prior().with_warped_views(2)
+    batch = with_warps(with_rendering(make_batch()))
+    cameras = sample_args(batch)
+
+    def warped(**given):
+        return prior.condition(*cameras, rendering=batch.rendering, with_null=True, **given)
+
+    shown = warped(warped_images=batch.warped_images, warped_valid=batch.warped_valid)
+    assert not torch.equal(shown.warped, shown.null_warped)
+    invalid = warped(warped_images=batch.warped_images, warped_valid=torch.zeros_like(batch.warped_valid))
+    torch.testing.assert_close(invalid.warped, shown.null_warped)  # invalid pixels show the rendering, nothing else
+    torch.testing.assert_close(warped().warped, shown.null_warped)  # no warps given: no view shows the target
+    dropped = warped(warped_images=batch.warped_images, warped_valid=batch.warped_valid,
+                     dropped=torch.tensor([True, False]))  # fmt: skip
+    torch.testing.assert_close(dropped.warped[0], shown.null_warped[0])
+    torch.testing.assert_close(dropped.warped[1], shown.warped[1])
+    one_view = warped(warped_images=batch.warped_images[:, :1], warped_valid=batch.warped_valid[:, :1])
+    torch.testing.assert_close(one_view.warped[:, -(prior.vae.config.latent_channels + 1) :],
+                               shown.null_warped[:, -(prior.vae.config.latent_channels + 1) :])  # fmt: skip
+    with pytest.raises(ValueError, match="warped_valid"):
+        warped(warped_images=batch.warped_images, warped_valid=None)
+    with pytest.raises(ValueError, match="only a repairing prior takes warped views"):
+        micro_prior(warped_views=2)
+
+
+def test_fine_tuning_a_repairing_prior_with_the_repair_preset_widens_it_to_the_presets_warped_views(tmp_path):
+    from reconfusion.presets import REPAIR_PRESET
+    from train_prior.__main__ import load_prior_to_fine_tune
+    from train_prior.config import TrainConfig
+
+    count = REPAIR_PRESET.prior.warped_views
+    repairing_prior().save_pretrained(tmp_path / "plain")
+    config = TrainConfig(preset="repair", init_from=tmp_path / "plain", resolution=32)
+    widened = load_prior_to_fine_tune(config)
+    assert widened.config.warped_views == count
+    assert widened.unet.config.in_channels == repairing_prior().unet.config.in_channels + count * (
+        widened.vae.config.latent_channels + 1)
+    repairing_prior().with_warped_views(count + 1).save_pretrained(tmp_path / "more")
+    with pytest.raises(SystemExit, match=f"takes {count + 1} warped views"):
+        load_prior_to_fine_tune(TrainConfig(preset="repair", init_from=tmp_path / "more", resolution=32))

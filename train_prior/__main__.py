@@ -50,9 +50,10 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
     return accelerator
 
 
-def make_dataset(config: TrainConfig) -> torch.utils.data.Dataset:
+def make_dataset(config: TrainConfig, warped_views: int = 0) -> torch.utils.data.Dataset:
     """The examples: scene datasets mixed by weight, and degraded-rendering corpora (a repairing prior only,
-    whose scene examples then carry a synthetic degradation as their rendering)."""
+    whose scene examples then carry a synthetic degradation as their rendering), with ``warped_views`` observed
+    views warped into each target (the prior's ``warped_views``; scene examples, without depth, show nothing)."""
     from reconfusion.corpus import is_held_out, read_corpus
 
     try:
@@ -74,14 +75,14 @@ def make_dataset(config: TrainConfig) -> torch.utils.data.Dataset:
         sources = [WeightedSource([s for s in group if kept(s)], d.weight) for group, d in zip(found, scenes)]
         parts.append(MultiviewDataset(sources, resolution=config.resolution, num_observed=config.num_observed,
                                       seed=config.seed, cache_megabytes=config.view_cache_mb,
-                                      synthetic_renderings=repairs))  # fmt: skip
+                                      synthetic_renderings=repairs, warped_views=warped_views))  # fmt: skip
         weights.append(sum(d.weight for d in scenes))
     for corpus in corpora:
         fits = read_corpus(corpus.path)
         names |= {fit.scene.root.name for fit in fits}
         parts.append(DegradedDataset([fit for fit in fits if kept(fit.scene)], resolution=config.resolution,
                                      num_observed=config.num_observed, seed=config.seed,
-                                     cache_megabytes=config.view_cache_mb))  # fmt: skip
+                                     cache_megabytes=config.view_cache_mb, warped_views=warped_views))  # fmt: skip
         weights.append(corpus.weight)
     unknown = sorted(set(config.holdout_scenes) - names)
     if unknown:
@@ -125,7 +126,23 @@ def load_prior_to_fine_tune(config: TrainConfig):
     if prior.config.resolution != config.resolution:
         raise SystemExit(f"train_prior: error: --init-from {config.init_from}: a {prior.config.resolution} px prior; "
                          f"pass --resolution {prior.config.resolution} to fine-tune it")  # fmt: skip
+    wanted = warped_views(config)
+    if prior.config.warped_views > wanted:
+        raise SystemExit(f"train_prior: error: --init-from {config.init_from} takes {prior.config.warped_views} warped "
+                         f"views, the {config.preset} preset {wanted}: fine-tune it with a preset that takes as many")  # fmt: skip
+    if prior.config.warped_views < wanted and prior.config.repairs:
+        logging.getLogger(__name__).info("--init-from %s: its U-Net widened (zero weights) to take %d warped views",
+                                         config.init_from, wanted)  # fmt: skip
+        prior = prior.with_warped_views(wanted)
     return prior
+
+
+def warped_views(config: TrainConfig) -> int:
+    """How many observed views warped into the target the trained prior takes: the repair preset's (a prior fine-tuned
+    with it is widened to take them)."""
+    from reconfusion.presets import REPAIR_PRESET
+
+    return REPAIR_PRESET.prior.warped_views if config.preset == "repair" else 0
 
 
 def make_optimizer(config: TrainConfig, objective: torch.nn.Module, num_processes: int):
@@ -221,7 +238,7 @@ def prepare(config: TrainConfig) -> Training:
     """Accelerator, seed, data, objective, optimizer, one prepare(), EMA, resume."""
     accelerator = make_accelerator(config)
     set_seed(config.seed)
-    dataset = make_dataset(config)
+    dataset = make_dataset(config, warped_views=warped_views(config))
     objective = make_objective(config)
     optimizer, scheduler = make_optimizer(config, objective, accelerator.num_processes)
     objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)

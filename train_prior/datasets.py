@@ -13,12 +13,22 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from reconfusion.cameras import normalize_for_prior
 from reconfusion.corpus import DegradedFit
 from reconfusion.degradation import synthetic_rendering
 from reconfusion.scene import Scene
+from reconfusion.warping import warp_views
+
+WARP_KEYS = ("warped_images", "warped_valid")
+"""An example's observed views warped into its target (a repairing prior with warped views; see PriorBatch)."""
+
+
+def warps_of(batch: dict) -> dict:
+    """The warped views of a batch or example, as keyword arguments of the prior's condition and sample."""
+    return {key: batch[key] for key in WARP_KEYS if key in batch}
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,7 @@ class MultiviewDataset(torch.utils.data.Dataset):
         cache_megabytes: float = 1024,
         shrink_views: bool = True,
         synthetic_renderings: bool = False,
+        warped_views: int = 0,
     ):
         self.sources = [s for s in sources if s.scenes]
         weights = np.array([s.weight for s in self.sources], dtype=np.float64)
@@ -124,6 +135,7 @@ class MultiviewDataset(torch.utils.data.Dataset):
         self.probabilities = weights / weights.sum()
         self.resolution, self.num_observed, self.neighbourhood = resolution, num_observed, neighbourhood
         self.crop_scale, self.seed, self.synthetic_renderings = crop_scale, seed, synthetic_renderings
+        self.warped_views = warped_views
         # Shrunk to twice the resolution, crops (85-100% of the short side) still shrink 1.7-2x when resized.
         self.cache = ViewCache(2 * resolution if shrink_views else None, cache_megabytes)
 
@@ -141,6 +153,10 @@ class MultiviewDataset(torch.utils.data.Dataset):
         example = _example(images[:-1], intrinsics[:-1], scene.c2w[observed], images[-1], intrinsics[-1], scene.c2w[target])
         if self.synthetic_renderings:
             example["rendering"] = _as_tensor(synthetic_rendering(images[-1], rng)).permute(2, 0, 1)
+        if self.warped_views:  # no depth to warp with: the views show nothing of the target
+            side = self.resolution
+            example["warped_images"] = torch.zeros(self.warped_views, 3, side, side)
+            example["warped_valid"] = torch.zeros(self.warped_views, 1, side, side)
         return example
 
 
@@ -166,16 +182,20 @@ def _example(observed_images, observed_intrinsics, observed_c2w, target_image, t
 class DegradedDataset(torch.utils.data.Dataset):
     """Examples of the degraded-rendering corpus (:mod:`reconfusion.corpus`), drawn deterministically by index: a
     fit (by its share of the examples), a stop and a held-out view; the observed views are the fit's training
-    views nearest to the target; target and rendering share one random crop."""
+    views nearest to the target; target and rendering share one random crop. With ``warped_views``, that many of
+    the observed views (nearest first) are warped into the target with the rendering's stored depth, at full size
+    before the crop."""
 
     def __init__(self, fits: Sequence[DegradedFit], resolution: int, num_observed: int = 3,
-                 crop_scale: tuple[float, float] = (0.85, 1.0), seed: int = 0, cache_megabytes: float = 1024):  # fmt: skip
+                 crop_scale: tuple[float, float] = (0.85, 1.0), seed: int = 0, cache_megabytes: float = 1024,
+                 warped_views: int = 0):  # fmt: skip
         self.fits = [fit for fit in fits if fit.examples and len(fit.train_ids) >= num_observed]
         if not self.fits:
             raise ValueError(f"no fit of the corpus has {num_observed} training views and held-out renderings")
         counts = np.array([fit.examples for fit in self.fits], dtype=np.float64)
         self.probabilities = counts / counts.sum()
         self.resolution, self.num_observed, self.crop_scale, self.seed = resolution, num_observed, crop_scale, seed
+        self.warped_views = warped_views
         self.cache = ViewCache(None, cache_megabytes)
         self.renders: OrderedDict[tuple[int, int], dict] = OrderedDict()
 
@@ -224,7 +244,26 @@ class DegradedDataset(torch.utils.data.Dataset):
         example = _example([v[0] for v in views], [v[1] for v in views], fit.scene.c2w[observed], target_image,
                            target_intrinsics, fit.scene.c2w[target])  # fmt: skip
         example["rendering"] = _as_tensor(rendering).permute(2, 0, 1)
+        if self.warped_views:
+            depth = renders["depth"][position].astype(np.float32)
+            example.update(self._warped(fit, target, intrinsics, depth, nearest[: self.warped_views], box))
         return example
+
+    def _warped(self, fit: DegradedFit, target: int, intrinsics: np.ndarray, depth: np.ndarray, views, box) -> dict:
+        """``views`` warped into the target at ``depth`` at full size, then cropped to ``box`` and resized with their
+        validity as premultiplied alpha (so that invalid pixels do not bleed into valid ones)."""
+        images, view_intrinsics = zip(*(self.cache.get(fit.scene, int(v)) for v in views))
+        colours, valid = warp_views(
+            _as_tensor(fit.scene.c2w[target])[None], _as_tensor(intrinsics)[None], _as_tensor(depth)[None],
+            [_as_tensor(image).permute(2, 0, 1)[None] for image in images],
+            _as_tensor(fit.scene.c2w[np.asarray(views)])[None], _as_tensor(np.stack(view_intrinsics))[None],
+        )  # fmt: skip
+        top, left, side = box
+        window = torch.cat([colours[0] * valid[0], valid[0]], 1)[..., top : top + side, left : left + side]
+        small = F.interpolate(window, size=(self.resolution,) * 2, mode="bilinear", antialias=True, align_corners=False)
+        alpha = small[:, 3:].clamp(0, 1)
+        return {"warped_images": (small[:, :3] / alpha.clamp(min=1e-3) * (alpha > 1e-3)).clamp(0, 1),
+                "warped_valid": alpha}
 
 
 class Mixture(torch.utils.data.Dataset):
@@ -259,7 +298,7 @@ class Recoloured(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, int(index), 2])
         order, gain = torch.as_tensor(rng.permutation(3)), _as_tensor(rng.uniform(0.75, 1.25, 3))[:, None, None]
         example = dict(self.dataset[index])
-        for key in ("observed_images", "target_image", "rendering"):
+        for key in ("observed_images", "target_image", "rendering", "warped_images"):
             if key in example:
                 example[key] = (example[key].index_select(-3, order) * gain).clamp(0.0, 1.0)
         return example

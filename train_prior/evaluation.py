@@ -24,7 +24,7 @@ from tyro.conf import Positional
 from reconfusion.files import InputError, write_image, write_json, write_text
 from reconfusion.metrics import load_lpips, psnr, ssim
 from reconfusion.prior import ReconFusionPrior
-from train_prior.datasets import MultiviewDataset, WeightedSource
+from train_prior.datasets import MultiviewDataset, WeightedSource, warps_of
 from train_prior.readers import read_scene_folders
 
 
@@ -181,9 +181,10 @@ class RestorationScore:
         return self.restored_psnr - self.rendering_psnr
 
 
-def restoration_examples(corpus: Path, resolution: int, examples: int, seed: int, scenes: tuple[str, ...] = ()):
+def restoration_examples(corpus: Path, resolution: int, examples: int, seed: int, scenes: tuple[str, ...] = (),
+                         warped_views: int = 0):  # fmt: skip
     """(dataset, descriptions) of ``examples`` whole-view examples (square crops of the full short side), of the
-    named ``scenes`` only if any are named."""
+    named ``scenes`` only if any are named, with ``warped_views`` observed views warped into each."""
     from reconfusion.corpus import read_corpus
     from train_prior.datasets import DegradedDataset
 
@@ -193,7 +194,8 @@ def restoration_examples(corpus: Path, resolution: int, examples: int, seed: int
     if missing:
         raise InputError(f"{corpus}: no finished fit of {' '.join(missing)}; its scenes are: {' '.join(sorted(names))}")
     chosen = [fit for fit in fits if not scenes or fit.scene.root.name in scenes]
-    dataset = DegradedDataset(chosen, resolution, crop_scale=(1.0, 1.0), seed=seed, cache_megabytes=256)
+    dataset = DegradedDataset(chosen, resolution, crop_scale=(1.0, 1.0), seed=seed, cache_megabytes=256,
+                              warped_views=warped_views)  # fmt: skip
     return dataset, [dataset.describe(i) for i in range(examples)]
 
 
@@ -232,7 +234,7 @@ def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float,
 
     defaults = SampleLossConfig()
     num_steps, guidance_scale = num_steps or defaults.num_steps, guidance_scale or defaults.guidance_scale
-    dataset, described = restoration_examples(corpus, prior.resolution, examples, seed, scenes)
+    dataset, described = restoration_examples(corpus, prior.resolution, examples, seed, scenes, prior.config.warped_views)
     order = sorted(range(examples), key=lambda i: described[i]["fit"])  # one adaptation per fit
     sources = [f"{d['scene']}, {d['views']} views" + (", stopped early" if d["early"] else "")
                for d in (described[i] for i in order)]  # fmt: skip
@@ -254,7 +256,7 @@ def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float,
                  batch["target_intrinsics"])  # fmt: skip
         photo, rendering = batch["target_image"], batch["rendering"]
         rgb = scene_prior.condition(*views, near=batch["near"], far=batch["far"], stratified=False,
-                                    rendering=rendering).rgb  # fmt: skip
+                                    rendering=rendering, **warps_of(batch)).rgb  # fmt: skip
         scores = {"pixelnerf_psnr": psnr(rgb.clamp(0, 1), F.interpolate(photo, size=rgb.shape[-2:], mode="area")),
                   "rendering_psnr": psnr(rendering, photo), "rendering_lpips": lpips.to(photo.device)(rendering, photo),
                   "round_trip_psnr": psnr(prior.decode_latents(prior.encode_images(rendering)).float(), photo)}
@@ -263,7 +265,7 @@ def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float,
             generator = torch.Generator(device=prior.device).manual_seed(seed + members[0])
             restored = scene_prior.sample(*views, init_images=rendering, t_start=t, num_steps=num_steps,
                                           guidance_scale=guidance_scale, near=batch["near"], far=batch["far"],
-                                          generator=generator).float()  # fmt: skip
+                                          generator=generator, **warps_of(batch)).float()  # fmt: skip
             scores[f"restored_psnr@{t}"], scores[f"restored_lpips@{t}"] = psnr(restored, photo), lpips(restored, photo)
             restored_views.append(restored)
         for key, value in scores.items():

@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from torchvision.utils import make_grid
 
 from reconfusion.files import read_scalars
-from train_prior.datasets import MultiviewDataset
+from train_prior.datasets import MultiviewDataset, warps_of
 
 MONITOR_INDEX = 2**61
 """Examples from this index on are used for image grids; training reaches them only after ~10^17 examples."""
@@ -58,10 +58,11 @@ def image_grid(objective: torch.nn.Module, dataset: MultiviewDataset, count: int
         views = (batch["observed_images"], batch["observed_c2w"], batch["observed_intrinsics"],
                  batch["target_c2w"], batch["target_intrinsics"])
         rendering = batch.get("rendering")
-        rgb = prior.condition(*views, near=batch["near"], far=batch["far"], stratified=False, rendering=rendering).rgb
+        rgb = prior.condition(*views, near=batch["near"], far=batch["far"], stratified=False, rendering=rendering,
+                              **warps_of(batch)).rgb
         generator = torch.Generator(device=device).manual_seed(0)
         start = {"init_images": rendering, "t_start": REPAIR_T} if prior.config.repairs else {}
-        sample = prior.sample(*views, near=batch["near"], far=batch["far"], generator=generator, **start)
+        sample = prior.sample(*views, near=batch["near"], far=batch["far"], generator=generator, **start, **warps_of(batch))
         given = [] if rendering is None else [rendering]
         columns = [*batch["observed_images"].unbind(1), F.interpolate(rgb.clamp(0, 1), size=target.shape[-2:]), *given,
                    sample, target]  # fmt: skip
