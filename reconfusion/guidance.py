@@ -133,8 +133,9 @@ class SampleLossConfig:
     target: Literal["residual", "sample"] = "residual"
     """Multistep modes: residual (the rendering plus the prior's change D(z_sampled) - D(E(rendering)), free
     of the autoencoder's error) or sample (the paper's decoded sample D(z_sampled))."""
-    guidance_scale: float = 3.0
-    """Classifier-free guidance scale of the prior."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance scale of the prior; None: :func:`default_guidance_scale` (3 for a prior that generates,
+    the paper's; 1 for one that repairs)."""
     t_max: float = 1.0
     """Upper end of the noise level t (1 = pure noise)."""
     t_min_final: float = 0.0
@@ -166,6 +167,12 @@ class SampleLossConfig:
     """Forward-facing: novel views turn by at most this angle."""
     seed: int = 0
     """Seed of the camera, noise-level and diffusion-noise draws."""
+
+
+def default_guidance_scale(prior: Prior) -> float:
+    """3, the paper's, for a prior that generates; 1 (no guidance) for one that repairs renderings: conditioned on the
+    rendering, guidance only overshoots its repairs (docs/repair_prior/guidance_scale.md measures both)."""
+    return 1.0 if getattr(getattr(prior, "config", None), "repairs", False) else 3.0
 
 
 def t_range(config: SampleLossConfig, step: int, total_steps: int) -> tuple[float, float]:
@@ -217,6 +224,8 @@ class SampleGuidance:
             logger.info("sample loss: t_max %.2f lowered to %.2f, the highest noise the prior was trained on",
                         config.t_max, trained_to)  # fmt: skip
             config = replace(config, t_max=trained_to, t_min_final=min(config.t_min_final, trained_to))
+        if config.guidance_scale is None:
+            config = replace(config, guidance_scale=default_guidance_scale(prior))
         if config.patch_size is not None and config.patch_size > prior.resolution:
             raise ValueError(f"patch_size {config.patch_size} exceeds the prior's resolution {prior.resolution}")
         self.config, self.prior, self.observations, self.total_steps, self.lpips = (

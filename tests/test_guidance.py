@@ -305,6 +305,12 @@ def test_a_repairing_prior_is_never_asked_for_more_noise_than_it_was_trained_on(
     guidance = make_guidance(repairing, mode="multistep")
     assert guidance.noise_range(0) == (0.0, 0.5)
     assert float(guidance.sample_views(16, step=0).t.max()) <= 0.5
+    assert guidance.config.guidance_scale == 1.0  # conditioned on the rendering, guidance only overshoots
+    assert make_guidance(repairing, guidance_scale=2.0).config.guidance_scale == 2.0  # unless asked for
+
+
+def test_a_prior_that_generates_keeps_the_papers_guidance_scale(prior):
+    assert make_guidance(prior).config.guidance_scale == 3.0
 
 
 def test_a_prior_that_takes_warped_views_gets_the_conditioning_views_warped_with_the_rendered_depth():

@@ -230,10 +230,9 @@ def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float,
     as its condition; any other starts from it, as the sample loss uses it). DDIM steps and guidance default to
     the sample loss's. ``sheet``: rendering | restored at each t | photograph of the first examples; ``scenes``:
     score these scenes of the corpus only; ``adapt_steps``: adapt the prior to each fit's training views first."""
-    from reconfusion.guidance import SampleLossConfig
+    from reconfusion.guidance import SampleLossConfig, default_guidance_scale
 
-    defaults = SampleLossConfig()
-    num_steps, guidance_scale = num_steps or defaults.num_steps, guidance_scale or defaults.guidance_scale
+    num_steps, guidance_scale = num_steps or SampleLossConfig().num_steps, guidance_scale or default_guidance_scale(prior)
     dataset, described = restoration_examples(corpus, prior.resolution, examples, seed, scenes, prior.config.warped_views)
     order = sorted(range(examples), key=lambda i: described[i]["fit"])  # one adaptation per fit
     sources = [f"{d['scene']}, {d['views']} views" + (", stopped early" if d["early"] else "")
@@ -328,6 +327,9 @@ def main(prior: Positional[Path], data: tuple[Path, ...] = (), corpus: Path | No
     device = "cuda" if torch.cuda.is_available() else "cpu"
     priors = {"prior": ReconFusionPrior.from_pretrained(prior).to(device)}
     if corpus is not None:
+        from reconfusion.guidance import default_guidance_scale
+
+        guidance_scale = guidance_scale or default_guidance_scale(priors["prior"])
         rows = evaluate_restoration(priors["prior"], corpus, ts, examples, seed=seed, num_steps=num_steps,
                                     guidance_scale=guidance_scale, sheet=image, scenes=scenes,
                                     adapt_steps=adapt_steps)  # fmt: skip
@@ -335,8 +337,9 @@ def main(prior: Positional[Path], data: tuple[Path, ...] = (), corpus: Path | No
         print(table)
         if report is not None:
             command = shlex.join(["python", "-m", "train_prior.evaluation", *sys.argv[1:]])
-            write_text(report, f"Restoration by `{prior}` on `{corpus}`, written by `{command}` (columns of the sheet: "
-                               f"rendering | restored at t = {', '.join(map(str, ts))} | photograph):\n\n{table}\n")  # fmt: skip
+            write_text(report, f"Restoration by `{prior}` on `{corpus}` (guidance scale {guidance_scale:g}), written by "
+                               f"`{command}` (columns of the sheet: rendering | restored at t = {', '.join(map(str, ts))} | "
+                               f"photograph):\n\n{table}\n")  # fmt: skip
             write_json(report.with_suffix(".json"), [dict(asdict(r), gain_db=r.gain_db) for r in rows])
         return
     if not data:
