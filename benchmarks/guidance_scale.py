@@ -25,13 +25,15 @@ def main() -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 3.0])
     parser.add_argument("--examples", type=int, default=24)
     parser.add_argument("--t", type=float, default=0.2, help="noise level the renderings are noised to")
+    parser.add_argument("--scenes", nargs="*", default=(), help="score only these scenes of the corpus")
     parser.add_argument("--report", type=Path, required=True)
     args = parser.parse_args()
     rows, scenes = {}, {}
     for folder in args.priors:
         prior = ReconFusionPrior.from_pretrained(folder)
         for scale in args.scales:
-            scores = evaluate_restoration(prior, args.corpus, ts=(args.t,), examples=args.examples, guidance_scale=scale)
+            scores = evaluate_restoration(prior, args.corpus, ts=(args.t,), examples=args.examples, guidance_scale=scale,
+                                          scenes=tuple(args.scenes))  # fmt: skip
             rows[(str(folder), scale)] = scores
             for score in scores:
                 scenes.setdefault(score.source.split(",")[0], None)
