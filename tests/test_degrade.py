@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -375,3 +376,28 @@ def test_the_fusion_study_lays_out_the_warped_views_per_view_and_its_network_sta
     model = bench.Fusion(channels=3 + 21)
     example = {"rendering": gradient.astype(np.float16), "warps": warps.astype(np.float16), "photo": gradient}
     np.testing.assert_allclose(bench.restored(model, example, True), gradient, atol=1e-3)  # untrained: the rendering
+
+
+def test_the_guidance_scale_study_scores_every_prior_at_every_scale_on_the_same_examples(scenes, tmp_path, monkeypatch):
+    import dataclasses
+    import importlib.util
+
+    from reconfusion.presets import PriorConfig
+    from reconfusion.prior import ReconFusionPrior
+    from test_prior import MICRO
+
+    path = Path(__file__).parents[1] / "benchmarks" / "guidance_scale.py"
+    spec = importlib.util.spec_from_file_location("guidance_scale", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    prior = ReconFusionPrior.from_preset("tiny", preset=dataclasses.replace(MICRO, prior=PriorConfig(repairs=True)))
+    prior.save_pretrained(tmp_path / "prior")
+    report = tmp_path / "guidance.md"
+    monkeypatch.setattr(sys, "argv", ["guidance_scale.py", str(tmp_path / "prior"), "--corpus", str(fake_corpus(scenes, tmp_path)),
+                                      "--scales", "1", "3", "--examples", "2", "--report", str(report)])  # fmt: skip
+    bench.main()
+    rows = [line for line in report.read_text().splitlines() if line.startswith(f"| `{tmp_path / 'prior'}`")]
+    assert [row.split(" | ")[1] for row in rows] == ["1", "3"]
+    # an untrained repairing prior changes nothing at any scale: the same examples, the same (zero) gain
+    assert rows[0].split(" | ")[2] == rows[1].split(" | ")[2]
