@@ -205,12 +205,14 @@ def test_charbonnier_reconstruction_loss(prior_folder):
     assert losses["rgb_loss"].item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_a_repairing_prior_adapts_to_the_scene_before_the_fit_and_bounds_the_noise(scene, prior_folder, tmp_path, caplog):
+def test_a_repairing_prior_adapts_to_the_scene_before_the_fit_bounds_the_noise_and_repairs_from_warped_views(
+    scene, prior_folder, tmp_path, caplog
+):
     from reconfusion.adaptation import AdaptationConfig
     from reconfusion.presets import PriorConfig, TinyPreset
 
     torch.manual_seed(0)
-    preset = TinyPreset(prior=PriorConfig(repairs=True, max_noise=0.7))
+    preset = TinyPreset(prior=PriorConfig(repairs=True, max_noise=0.7, warped_views=2))
     ReconFusionPrior.from_preset("tiny", preset=preset).save_pretrained(tmp_path / "repair")
     dataset = InputDataset(ReconFusionDataParserConfig(data=scene).setup().get_dataparser_outputs("train"))
     model = _cpu_model(tmp_path / "repair", len(dataset))
@@ -218,8 +220,15 @@ def test_a_repairing_prior_adapts_to_the_scene_before_the_fit_and_bounds_the_noi
     with caplog.at_level("INFO", logger="reconfusion"):
         model.setup_prior(*observed_views(dataset), total_steps=100)
     assert "prior adapted to the scene: 1 steps" in caplog.text
-    assert model.guidance.noise_range(0)[1] == 0.7
+    assert model.guidance.noise_range(0)[1] == 0.7 and model.guidance.config.guidance_scale == 1.0
     assert not any(p.requires_grad for p in model.guidance.prior.parameters())
+    views = model.guidance.sample_views(1, step=0)
+    with torch.no_grad():
+        _, depth = model.guidance._render(views, model.render_views)
+    assert model.guidance.warped_views(views, depth)["warped_valid"].shape == (1, 2, 1, 64, 64)  # the NeRF's depth
+    model.train()
+    losses = model.guidance.loss(0, model.render_views)
+    assert all(torch.isfinite(v) for v in losses.values())
     plain = _cpu_model(prior_folder, len(dataset))
     plain.config.prior_adaptation = AdaptationConfig(steps=1)
     with pytest.raises(InputError, match="cannot adapt to the scene"):
