@@ -7,7 +7,8 @@
 # Environment: CORPUS_WEIGHT (share of corpus examples against scene examples, default 3), ARC_WEIGHT (share of the
 # forward-facing arcs' examples, default 3), STEPS, MINUTES (0 = no limit),
 # BATCH (8 on a CPU; e.g. BATCH=64 on a GPU), THREADS, LR (peak learning rate, default 1e-4), INIT (a prior folder
-# to start from instead of fresh weights, e.g. the last exported one when the checkpoints are gone), HOLDOUT (training
+# to start from instead of fresh weights, e.g. the last exported one when the checkpoints are gone; a repairing prior
+# without the preset's warped input views is widened to take them), HOLDOUT (training
 # scenes kept out for validation, default: scripts/repair_holdout_scenes.txt; HOLDOUT=none trains on all), RECOLOUR (0: no colour augmentation),
 # VALIDATE_EVERY (steps between scores of the held-out scenes' restoration, default 100; 0: never).
 set -euo pipefail
