@@ -192,8 +192,10 @@ def test_held_out_scenes_are_never_drawn_and_repair_examples_are_recoloured(scen
 
     assert held_out_corpus_scenes(corpus, ("scene_00006",)) == ("scene_00006", "scene_00006-arc")  # validated on
     tags = validation_tags(replace(config, datasets=(f"degraded:{corpus}", f"degraded:{tmp_path / 'arcs'}")))
-    assert tags[corpus] == ("validation/gain_db", "validation/lpips_change")
+    assert tags[corpus] == (f"validation/{corpus.name}/gain_db", f"validation/{corpus.name}/lpips_change")
     assert tags[tmp_path / "arcs"] == ("validation/arcs/gain_db", "validation/arcs/lpips_change")
+    reordered = validation_tags(replace(config, datasets=(f"degraded:{tmp_path / 'arcs'}", f"degraded:{corpus}")))
+    assert reordered == tags  # a corpus keeps its curve whatever the order of --datasets
     assert [s.root.name for s in scene_examples.sources[0].scenes] == ["scene_00005"]
     assert isinstance(make_dataset(replace(config, recolour=True)), Recoloured)
 

@@ -56,7 +56,7 @@ class TrainConfig:
     (kept for validation: python -m train_prior.evaluation PRIOR --corpus CORPUS --scenes NAMES)."""
     validate_every: int = 0
     """repair preset with --holdout-scenes: every N steps, score the EMA weights' restoration of the held-out scenes'
-    renderings in the degraded corpora (gain in dB and LPIPS change at t = 0.4, logged as validation/*, plotted
+    renderings in the degraded corpora (gain in dB and LPIPS change at t = 0.4, logged as validation/CORPUS/*, plotted
     in the model card); the scenes are those with fits at the first validation, kept for the whole run
     (OUT/validation_scenes.json); 0: never."""
     recolour: bool = True

@@ -13,7 +13,7 @@ from reconfusion.files import read_json, write_json
 from reconfusion.prior import ReconFusionPrior
 from train_prior.config import DatasetConfig, TrainConfig
 from train_prior.evaluation import evaluate_prior
-from train_prior.monitoring import plot_loss_curves, validation_tags
+from train_prior.monitoring import VALIDATION_TAGS, plot_loss_curves, validation_tags
 from reconfusion.corpus import is_held_out, read_corpus
 from reconfusion.scene import Scene
 from train_prior.readers import READERS
@@ -173,7 +173,7 @@ def write_model_card(config: TrainConfig, step: int, train_seconds: float, num_p
     ]
     if plot_loss_curves(config.output_dir / "logs", folder / "loss_curves.png") is not None:
         lines += ["", "Training losses (tensorboard logs in `logs/` of the run):", "", "![loss curves](loss_curves.png)"]
-    tags = tuple(tag for group in validation_tags(config).values() for tag in group)
+    tags = VALIDATION_TAGS + tuple(tag for group in validation_tags(config).values() for tag in group)
     if plot_loss_curves(config.output_dir / "logs", folder / "validation.png", tags,
                         "restored - rendering (dB; LPIPS)", "linear") is not None:  # fmt: skip
         lines += ["", f"Restoration of the held-out scenes ({', '.join(config.holdout_scenes)}) during training, at "

@@ -101,14 +101,16 @@ def plot_loss_curves(log_dir: Path, out: Path, tags: tuple[str, ...] = ("loss", 
 
 VALIDATION_TAGS = ("validation/gain_db", "validation/lpips_change")
 """Restoration on the held-out scenes (restored minus rendering: PSNR in dB, LPIPS), logged by :func:`validate`
-for the first degraded corpus; ``validation/CORPUS_NAME/...`` for the others (:func:`validation_tags`)."""
+as ``validation/CORPUS_NAME/...`` for each degraded corpus (:func:`validation_tags`); runs before that logged the
+first corpus under these tags themselves, and the model card still plots them where the logs hold them."""
 
 
 def validation_tags(config) -> dict[Path, tuple[str, ...]]:
-    """The tags :func:`validate` logs each degraded corpus of a run's ``config`` (a TrainConfig) under."""
+    """The tags :func:`validate` logs each degraded corpus of a run's ``config`` (a TrainConfig) under, named by the
+    corpus folder so that reordering --datasets between resumes keeps each corpus's curve."""
     corpora = [dataset.path for dataset in config.all_datasets() if dataset.format == "degraded"]
-    return {corpus: tuple(tag.replace("validation/", f"validation/{Path(corpus).name}/") if k else tag
-                          for tag in VALIDATION_TAGS) for k, corpus in enumerate(corpora)}  # fmt: skip
+    return {corpus: tuple(tag.replace("validation/", f"validation/{Path(corpus).name}/") for tag in VALIDATION_TAGS)
+            for corpus in corpora}  # fmt: skip
 
 
 def held_out_corpus_scenes(corpus: Path, holdout: tuple[str, ...]) -> tuple[str, ...]:
