@@ -169,10 +169,15 @@ class SampleLossConfig:
     """Seed of the camera, noise-level and diffusion-noise draws."""
 
 
+def prior_setting(prior: Prior, name: str, default):
+    """A setting of the prior's PriorConfig, or ``default`` for a prior without it (any object with the Prior methods)."""
+    return getattr(getattr(prior, "config", None), name, default)
+
+
 def default_guidance_scale(prior: Prior) -> float:
     """3, the paper's, for a prior that generates; 1 (no guidance) for one that repairs renderings: conditioned on the
     rendering, guidance only overshoots its repairs (docs/repair_prior/guidance_scale.md measures both)."""
-    return 1.0 if getattr(getattr(prior, "config", None), "repairs", False) else 3.0
+    return 1.0 if prior_setting(prior, "repairs", False) else 3.0
 
 
 def t_range(config: SampleLossConfig, step: int, total_steps: int) -> tuple[float, float]:
@@ -219,7 +224,7 @@ class SampleGuidance:
     ) -> None:
         if config.mode != "sds" and config.lpips_weight > 0 and lpips is None:
             raise ValueError("the multistep sample loss needs an LPIPS network (or lpips_weight = 0)")
-        trained_to = getattr(getattr(prior, "config", None), "max_noise", 1.0)
+        trained_to = prior_setting(prior, "max_noise", 1.0)
         if config.t_max > trained_to:  # a repairing prior never saw noise above its max_noise
             logger.info("sample loss: t_max %.2f lowered to %.2f, the highest noise the prior was trained on",
                         config.t_max, trained_to)  # fmt: skip
@@ -377,7 +382,7 @@ class SampleGuidance:
     def warped_views(self, views: NovelViews, depth: Tensor | None) -> dict[str, Tensor]:
         """The conditioning views warped into ``views`` rendered at ``depth``, for a prior that takes them (none
         without depth: the prior then repairs as if no view showed the pixels)."""
-        count = getattr(getattr(self.prior, "config", None), "warped_views", 0)
+        count = prior_setting(self.prior, "warped_views", 0)
         if not count or depth is None:
             return {}
         ids, obs = views.conditioning[:, :count], self.observations

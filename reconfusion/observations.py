@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from reconfusion.cameras import crop_intrinsics, pixel_rays, project, scale_intrinsics
+from reconfusion.cameras import crop_intrinsics, project, scale_intrinsics
+from reconfusion.warping import sample_views, surface_points
 
 
 @dataclass(frozen=True)
@@ -105,12 +106,14 @@ def observed_coverage(
     """The :class:`Coverage` of novel views rendered at ``depth`` (distance along each ray); the colours only
     with ``colours``."""
     count, size = depth.shape[0], depth.shape[-1]
-    origins, directions = pixel_rays(c2w, intrinsics, size, size)  # (K, R, R, 3)
-    points = (origins + directions * depth.permute(0, 2, 3, 1)).flatten(1, 2)  # (K, R*R, 3)
-    to_novel = F.normalize(origins.flatten(1, 2) - points, dim=-1)
+    origins, points = surface_points(c2w, intrinsics, depth[:, 0])  # (K, R*R, 3)
+    to_novel = F.normalize(origins - points, dim=-1)
     angle = torch.full(points.shape[:2], torch.inf, device=points.device)
     colour = torch.zeros(count, 3, size * size, device=points.device)
     known = torch.zeros(points.shape[:2], dtype=torch.bool, device=points.device)
+    if colours:  # each square image where the points project into it
+        each = lambda x: x[None].expand(count, *x.shape)  # noqa: E731
+        squares, inside = sample_views(points, each(obs.images), each(obs.c2w), each(obs.intrinsics))
     for index, (height, width) in enumerate(obs.frame_sizes.tolist()):
         pixels, z = project(points, obs.c2w[index], obs.frame_intrinsics[index])
         in_frame = (z > 0) & (pixels[..., 0] >= 0) & (pixels[..., 0] <= width)
@@ -120,21 +123,9 @@ def observed_coverage(
         nearer = in_frame & (this_angle < angle)
         angle = torch.where(nearer, this_angle, angle)
         if colours:
-            this_colour, inside = _sample_square(obs, index, points)
-            colour = torch.where(nearer[:, None], this_colour, colour)
-            known = torch.where(nearer, inside, known)
+            colour = torch.where(nearer[:, None], squares[:, index], colour)
+            known = torch.where(nearer, inside[:, index], known)
     shape = (count, -1, size, size)
     if not colours:
         return Coverage(angle.view(shape))
     return Coverage(angle.view(shape), (colour * known[:, None]).view(shape), known.view(shape))
-
-
-def _sample_square(obs: Observations, index: int, points: Float[Tensor, "K P 3"]) -> tuple[Tensor, Tensor]:
-    """Colours (K, 3, P) of observed square image ``index`` at the projections of ``points``, and whether each
-    projection lands inside it (in front of the camera)."""
-    size = obs.images.shape[-1]
-    pixels, z = project(points, obs.c2w[index], obs.intrinsics[index])
-    inside = (z > 0) & (pixels >= 0).all(-1) & (pixels <= size).all(-1)
-    grid = (pixels / size * 2 - 1)[:, None]  # (K, 1, P, 2), align_corners=False convention
-    image = obs.images[index : index + 1].expand(points.shape[0], -1, -1, -1)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0], inside
