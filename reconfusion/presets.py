@@ -55,6 +55,10 @@ class PriorConfig:
     min_snr_gamma: float = 0.0
     """Min-SNR-gamma loss weighting (Hang et al. 2023): min(SNR, gamma) / gamma on the photograph's latent, the
     v-prediction form min(SNR, gamma) / (SNR + 1) written for x0 (up to the constant gamma); 0: unweighted."""
+    pixel_loss_weight: float = 0.0
+    """A repairing prior: weight of the MSE, in pixels in [0, 1], between its decoded prediction and the photograph
+    (min-SNR weighted as the latent term). The latent MSE alone is minimised by the mean latent, which decodes to
+    the autoencoder's 8-px grid where the repair is uncertain; the pixel mean is what PSNR rewards. 0: off."""
     warped_views: int = 0
     """A repairing prior: how many observed views (nearest first), warped into the target with the rendering's depth
     (:mod:`reconfusion.warping`), it also takes: each view's latent and its validity at latent resolution."""
@@ -179,10 +183,10 @@ SMALL_PRESET = TinyPreset(
 )  # fmt: skip
 """The ``small`` preset: 128x128 images on the bundled pretrained TAEF2 autoencoder (16x16x32 latents)."""
 REPAIR_PRESET = replace(SMALL_PRESET, prior=PriorConfig(preset="repair", repairs=True, max_noise=0.7, min_snr_gamma=5.0,
-                                                        warped_views=3))
+                                                        warped_views=3, pixel_loss_weight=20.0))
 """The ``repair`` preset: the small architecture repairing renderings (see ``PriorConfig.repairs``) given the three
 nearest observed views warped into the target, trained at t <= 0.7 (the annealed sample loss's range) with min-SNR-5
-weighting."""
+weighting, on its latent and on its decoded pixels."""
 
 
 def build_small_components(preset: TinyPreset = SMALL_PRESET) -> dict:

@@ -93,7 +93,7 @@ class PriorLosses:
     """What :meth:`ReconFusionPrior.loss` returns."""
 
     total: Float[Tensor, ""]
-    """L_diff + lambda * L_PixelNeRF, to backpropagate."""
+    """L_diff + lambda * L_PixelNeRF (+ the pixel term times its weight), to backpropagate."""
     diffusion: Float[Tensor, ""]
     """L_diff: MSE between the U-Net output and its target (epsilon or v, the scheduler's prediction type)."""
     pixelnerf: Float[Tensor, ""]
@@ -104,6 +104,8 @@ class PriorLosses:
     """The diffusion timesteps drawn."""
     pixelnerf_rgb: Float[Tensor, "B 3 h w"]
     """PixelNeRF's RGB at latent resolution (detached), for logging."""
+    pixel: Float[Tensor, ""] | None = None
+    """A repairing prior's weighted MSE between its decoded prediction and the photograph (None: not computed)."""
 
 
 def min_snr_weight(alpha_bar: Tensor, gamma: float, prediction_type: str) -> Tensor:
@@ -247,10 +249,11 @@ class ReconFusionPrior(nn.Module):
         posterior = self.vae.encode(images.to(self.vae.dtype) * 2.0 - 1.0).latent_dist
         return posterior.mean * self.vae.config.scaling_factor
 
-    def decode_latents(self, latents: Float[Tensor, "B c h w"]) -> Float[Tensor, "B 3 R R"]:
-        """Images in [0, 1] from scaled latents."""
+    def decode_latents(self, latents: Float[Tensor, "B c h w"], clamp: bool = True) -> Float[Tensor, "B 3 R R"]:
+        """Images in [0, 1] from scaled latents (``clamp=False``: not clipped, for losses that need its gradient)."""
         images = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
-        return ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+        images = (images.float() + 1.0) / 2.0
+        return images.clamp(0.0, 1.0) if clamp else images
 
     def condition(
         self,
@@ -434,17 +437,23 @@ class ReconFusionPrior(nn.Module):
         kind = "sample" if self.config.repairs else self.prediction_type
         weight = min_snr_weight(alpha_bar, self.config.min_snr_gamma, kind)
         diffusion = (weight.float() * error.pow(2)).mean()
+        pixel = None
+        if self.config.repairs and self.config.pixel_loss_weight > 0:
+            decoded = self.decode_latents(repaired, clamp=False)
+            pixel = (weight.float() * (decoded - target.float()).pow(2)).mean()
         small = F.interpolate(target.float(), size=cond.rgb.shape[-2:], mode="area")
         per_example = ((cond.rgb.float() - small) ** 2).mean(dim=(1, 2, 3))
         kept = (~dropped).float()
         pixelnerf = (per_example * kept).sum() / kept.sum().clamp(min=1.0)
+        total = diffusion + self.config.pixelnerf_loss_weight * pixelnerf
         return PriorLosses(
-            total=diffusion + self.config.pixelnerf_loss_weight * pixelnerf,
+            total=total if pixel is None else total + self.config.pixel_loss_weight * pixel,
             diffusion=diffusion,
             pixelnerf=pixelnerf,
             dropped=dropped,
             timesteps=timesteps,
             pixelnerf_rgb=cond.rgb.detach(),
+            pixel=pixel,
         )
 
     @torch.no_grad()

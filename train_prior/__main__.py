@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -126,6 +126,8 @@ def load_prior_to_fine_tune(config: TrainConfig):
     if prior.config.resolution != config.resolution:
         raise SystemExit(f"train_prior: error: --init-from {config.init_from}: a {prior.config.resolution} px prior; "
                          f"pass --resolution {prior.config.resolution} to fine-tune it")  # fmt: skip
+    from reconfusion.presets import REPAIR_PRESET
+
     wanted = warped_views(config)
     if prior.config.warped_views > wanted:
         raise SystemExit(f"train_prior: error: --init-from {config.init_from} takes {prior.config.warped_views} warped "
@@ -134,6 +136,8 @@ def load_prior_to_fine_tune(config: TrainConfig):
         logging.getLogger(__name__).info("--init-from %s: its U-Net widened (zero weights) to take %d warped views",
                                          config.init_from, wanted)  # fmt: skip
         prior = prior.with_warped_views(wanted)
+    if prior.config.repairs and config.preset == "repair":  # the preset's training objective, whatever the prior's was
+        prior.config = replace(prior.config, pixel_loss_weight=REPAIR_PRESET.prior.pixel_loss_weight)
     return prior
 
 
