@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--t", type=float, default=0.2, help="noise level the renderings are noised to")
     parser.add_argument("--scenes", nargs="*", default=(), help="score only these scenes of the corpus")
     parser.add_argument("--report", type=Path, required=True)
+    parser.add_argument("--title", default="Guidance scale of a repairing prior", help="the report's heading")
     args = parser.parse_args()
     rows, scenes = {}, {}
     for folder in args.priors:
@@ -41,7 +42,7 @@ def main() -> None:
     names = [s for s in scenes if s != "all"]
     command = shlex.join([".venv/bin/python", "benchmarks/guidance_scale.py", *sys.argv[1:]])
     lines = [
-        "# Guidance scale of a repairing prior", "",
+        f"# {args.title}", "",
         f"Written by `{command}`.", "",
         f"Restored minus rendering at t = {args.t:g} on `{args.corpus}` ({args.examples} examples, the same for every "
         "row): PSNR in dB / LPIPS. Per scene, the mean over its examples (fits finished and stopped early).", "",

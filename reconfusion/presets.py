@@ -59,6 +59,10 @@ class PriorConfig:
     """A repairing prior: weight of the MSE, in pixels in [0, 1], between its decoded prediction and the photograph
     (min-SNR weighted as the latent term). The latent MSE alone is minimised by the mean latent, which decodes to
     the autoencoder's 8-px grid where the repair is uncertain; the pixel mean is what PSNR rewards. 0: off."""
+    lpips_loss_weight: float = 0.0
+    """A repairing prior: weight of LPIPS (:func:`reconfusion.metrics.load_lpips`) between its decoded prediction and
+    the photograph, min-SNR weighted: the pixel mean alone is blurred where the repair is uncertain. 0: off (the
+    repair preset's: weight 1 bought LPIPS with PSNR on the evaluation scenes, docs/repair_prior/pixel_loss.md)."""
     warped_views: int = 0
     """A repairing prior: how many observed views (nearest first), warped into the target with the rendering's depth
     (:mod:`reconfusion.warping`), it also takes: each view's latent and its validity at latent resolution."""

@@ -40,6 +40,7 @@ from reconfusion.pixelnerf import PixelNeRF
 from reconfusion.sampling import ddim_update, generator_on, prediction_of, sampling_timesteps, split_prediction, uniform
 from reconfusion.taef2 import TAEF2
 from reconfusion.files import read_json
+from reconfusion.metrics import load_lpips
 from reconfusion.presets import (
     COMPONENT_CLASSES,
     REPAIR_PRESET,
@@ -93,7 +94,7 @@ class PriorLosses:
     """What :meth:`ReconFusionPrior.loss` returns."""
 
     total: Float[Tensor, ""]
-    """L_diff + lambda * L_PixelNeRF (+ the pixel term times its weight), to backpropagate."""
+    """L_diff + lambda * L_PixelNeRF (+ the pixel and perceptual terms times their weights), to backpropagate."""
     diffusion: Float[Tensor, ""]
     """L_diff: MSE between the U-Net output and its target (epsilon or v, the scheduler's prediction type)."""
     pixelnerf: Float[Tensor, ""]
@@ -106,6 +107,8 @@ class PriorLosses:
     """PixelNeRF's RGB at latent resolution (detached), for logging."""
     pixel: Float[Tensor, ""] | None = None
     """A repairing prior's weighted MSE between its decoded prediction and the photograph (None: not computed)."""
+    perceptual: Float[Tensor, ""] | None = None
+    """A repairing prior's weighted LPIPS between its decoded prediction and the photograph (None: not computed)."""
 
 
 def min_snr_weight(alpha_bar: Tensor, gamma: float, prediction_type: str) -> Tensor:
@@ -437,24 +440,37 @@ class ReconFusionPrior(nn.Module):
         kind = "sample" if self.config.repairs else self.prediction_type
         weight = min_snr_weight(alpha_bar, self.config.min_snr_gamma, kind)
         diffusion = (weight.float() * error.pow(2)).mean()
-        pixel = None
-        if self.config.repairs and self.config.pixel_loss_weight > 0:
-            decoded = self.decode_latents(repaired, clamp=False)
-            pixel = (weight.float() * (decoded - target.float()).pow(2)).mean()
+        pixel, perceptual = self._pixel_losses(repaired, target, weight.float().flatten()) if self.config.repairs else (None, None)
         small = F.interpolate(target.float(), size=cond.rgb.shape[-2:], mode="area")
         per_example = ((cond.rgb.float() - small) ** 2).mean(dim=(1, 2, 3))
         kept = (~dropped).float()
         pixelnerf = (per_example * kept).sum() / kept.sum().clamp(min=1.0)
         total = diffusion + self.config.pixelnerf_loss_weight * pixelnerf
+        for term, term_weight in ((pixel, self.config.pixel_loss_weight), (perceptual, self.config.lpips_loss_weight)):
+            total = total if term is None else total + term_weight * term
         return PriorLosses(
-            total=total if pixel is None else total + self.config.pixel_loss_weight * pixel,
+            total=total,
             diffusion=diffusion,
             pixelnerf=pixelnerf,
             dropped=dropped,
             timesteps=timesteps,
             pixelnerf_rgb=cond.rgb.detach(),
             pixel=pixel,
+            perceptual=perceptual,
         )
+
+    def _pixel_losses(self, repaired: Tensor, target: Tensor, weight: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """A repairing prior's weighted MSE and LPIPS of its decoded prediction against the photograph (None where
+        the config's weight is 0)."""
+        if self.config.pixel_loss_weight <= 0 and self.config.lpips_loss_weight <= 0:
+            return None, None
+        decoded, target = self.decode_latents(repaired, clamp=False), target.float()
+        pixel = perceptual = None
+        if self.config.pixel_loss_weight > 0:
+            pixel = (weight * (decoded - target).pow(2).mean(dim=(1, 2, 3))).mean()
+        if self.config.lpips_loss_weight > 0:
+            perceptual = (weight * load_lpips(device=self.device)(decoded, target)).mean()
+        return pixel, perceptual
 
     @torch.no_grad()
     def sample(

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from reconfusion.cameras import pixel_rays, project
-from reconfusion.guidance import Agreement, SampleGuidance, SampleLossConfig, input_agreement, t_range
+from reconfusion.guidance import (Agreement, SampleGuidance, SampleLossConfig, default_sample_weight, input_agreement,
+                                  t_range)
 from reconfusion.metrics import load_lpips
 from reconfusion.novel_views import look_at
 from reconfusion.observations import Coverage, observed_coverage, square_views
@@ -190,7 +191,7 @@ def test_whole_view_loss_renders_once_per_refresh_and_covered_pixels_teach_nothi
 
 def test_multistep_loss_reaches_the_scene_and_reuses_targets(prior):
     guidance = make_guidance(prior, refresh_every=3, patch_size=32)
-    assert guidance.weight == pytest.approx(SampleLossConfig().lambda_sample / 3)
+    assert guidance.weight == pytest.approx(default_sample_weight(prior) / 3) == pytest.approx(3e-4 / 3)
     calls = []
     original = prior.sample
     prior.sample = lambda *a, **k: calls.append(k["t_start"]) or original(*a, **k)
@@ -307,6 +308,8 @@ def test_a_repairing_prior_is_never_asked_for_more_noise_than_it_was_trained_on(
     assert float(guidance.sample_views(16, step=0).t.max()) <= 0.5
     assert guidance.config.guidance_scale == 1.0  # conditioned on the rendering, guidance only overshoots
     assert make_guidance(repairing, guidance_scale=2.0).config.guidance_scale == 2.0  # unless asked for
+    assert guidance.weight == pytest.approx(0.3 / 3)  # its targets beat the renderings: a weight that lets them act
+    assert make_guidance(repairing, lambda_sample=3e-4).weight == pytest.approx(3e-4 / 3)
 
 
 def test_a_prior_that_generates_keeps_the_papers_guidance_scale(prior):

@@ -68,17 +68,19 @@ def test_training_draws_timesteps_below_max_noise_and_learns_to_repair():
     assert held_out_loss() < 0.5 * before
 
 
-def test_the_pixel_term_scores_the_decoded_prediction_and_its_gradient_reaches_the_unet():
+def test_the_pixel_and_perceptual_terms_score_the_decoded_prediction_and_their_gradients_reach_the_unet():
     batch = with_rendering(make_batch(size=2))
     plain, weighted = repairing_prior(), repairing_prior()
-    weighted.config = dataclasses.replace(weighted.config, pixel_loss_weight=4.0)
-    assert plain.loss(batch).pixel is None
+    weighted.config = dataclasses.replace(weighted.config, pixel_loss_weight=4.0, lpips_loss_weight=0.5)
+    assert plain.loss(batch).pixel is None and plain.loss(batch).perceptual is None
     out = weighted.loss(batch, generator=torch.Generator().manual_seed(0))
-    assert float(out.pixel) > 0
+    assert float(out.pixel) > 0 and float(out.perceptual) > 0
     torch.testing.assert_close(out.total, out.diffusion + weighted.config.pixelnerf_loss_weight * out.pixelnerf
-                               + 4.0 * out.pixel)  # fmt: skip
-    out.pixel.backward()  # the residual starts at zero: the last layer is where the gradient lands first
-    assert weighted.unet.conv_out.weight.grad.abs().sum() > 0
+                               + 4.0 * out.pixel + 0.5 * out.perceptual)  # fmt: skip
+    for term in (out.pixel, out.perceptual):  # the residual starts at zero: the last layer is where a gradient lands
+        weighted.unet.conv_out.weight.grad = None
+        term.backward(retain_graph=True)
+        assert weighted.unet.conv_out.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in weighted.vae.parameters())  # the autoencoder stays frozen
 
 
@@ -180,6 +182,7 @@ def test_fine_tuning_a_repairing_prior_with_the_repair_preset_widens_it_to_the_p
     widened = load_prior_to_fine_tune(config)
     assert widened.config.warped_views == count
     assert widened.config.pixel_loss_weight == REPAIR_PRESET.prior.pixel_loss_weight > 0  # the preset's objective
+    assert widened.config.lpips_loss_weight == REPAIR_PRESET.prior.lpips_loss_weight
     assert widened.unet.config.in_channels == repairing_prior().unet.config.in_channels + count * (
         widened.vae.config.latent_channels + 1)
     repairing_prior().with_warped_views(count + 1).save_pretrained(tmp_path / "more")

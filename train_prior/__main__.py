@@ -137,7 +137,9 @@ def load_prior_to_fine_tune(config: TrainConfig):
                                          config.init_from, wanted)  # fmt: skip
         prior = prior.with_warped_views(wanted)
     if prior.config.repairs and config.preset == "repair":  # the preset's training objective, whatever the prior's was
-        prior.config = replace(prior.config, pixel_loss_weight=REPAIR_PRESET.prior.pixel_loss_weight)
+        trained = REPAIR_PRESET.prior
+        prior.config = replace(prior.config, pixel_loss_weight=trained.pixel_loss_weight,
+                               lpips_loss_weight=trained.lpips_loss_weight)  # fmt: skip
     return prior
 
 

@@ -79,7 +79,11 @@ def log_image_grid(accelerator: Accelerator, objective: torch.nn.Module, dataset
     tracker.add_image("examples", image_grid(objective, dataset), step)
 
 
-def plot_loss_curves(log_dir: Path, out: Path, tags: tuple[str, ...] = ("loss", "diffusion", "pixelnerf"),
+LOSS_TAGS = ("loss", "diffusion", "pixelnerf", "pixel", "perceptual")
+"""The training losses a run logs (a repairing prior's pixel and perceptual terms only where it trains them)."""
+
+
+def plot_loss_curves(log_dir: Path, out: Path, tags: tuple[str, ...] = LOSS_TAGS,
                      ylabel: str = "loss at the logged steps", yscale: str = "log") -> Path | None:
     """A PNG of the scalars ``tags`` (the training losses) logged under ``log_dir`` (None when none was logged)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -47,7 +47,7 @@ class VaeObjective(nn.Module):
 
 
 class PriorObjective(nn.Module):
-    """Stage 2: L_diff + lambda * L_PixelNeRF (+ a repairing prior's pixel term) of the prior (its frozen VAE has no trainable parameters)."""
+    """Stage 2: L_diff + lambda * L_PixelNeRF (+ a repairing prior's pixel and perceptual terms) of the prior (its frozen VAE has no trainable parameters)."""
 
     def __init__(self, prior: ReconFusionPrior):
         super().__init__()
@@ -55,8 +55,9 @@ class PriorObjective(nn.Module):
 
     def forward(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
         losses = self.prior.loss(PriorBatch(**batch), generator=generator)
-        logged = {"loss": losses.total, "diffusion": losses.diffusion, "pixelnerf": losses.pixelnerf}
-        return logged if losses.pixel is None else {**logged, "pixel": losses.pixel}
+        logged = {"loss": losses.total, "diffusion": losses.diffusion, "pixelnerf": losses.pixelnerf,
+                  "pixel": losses.pixel, "perceptual": losses.perceptual}  # fmt: skip
+        return {name: value for name, value in logged.items() if value is not None}
 
     def export(self, folder: Path) -> None:
         self.prior.save_pretrained(Path(folder) / "prior")
