@@ -57,18 +57,20 @@ def main() -> None:
     parser.add_argument("--variant", action="append", required=True, metavar="LABEL=FOLDER",
                         help="a benchmark folder with the method's runs under other settings (repeat)")
     parser.add_argument("--method", default="reconfusion")
+    parser.add_argument("--seed", type=int, default=42, help="pair the runs of this nerfstudio seed (default 42's)")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
+    suffix = "" if args.seed == 42 else f"-seed{args.seed}"  # how the benchmark names other seeds' run folders
     variants = {}
     for item in args.variant:
         label, sep, folder = item.partition("=")
         if not sep or not Path(folder).is_dir():
             parser.error(f"--variant {item}: expected LABEL=FOLDER with an existing benchmark folder")
-        variants[label] = results(Path(folder), args.method)
+        variants[label] = results(Path(folder), args.method + suffix)
     command = shlex.join(["python", "benchmarks/compare_variants.py", *sys.argv[1:]])
     lines = [f"# {args.method}: variants against the baseline (differences, paired per scene)", "",
              "Written by:", "", "```bash", command, "```", "",
-             *table(results(args.baseline, "baseline"), variants)]  # fmt: skip
+             *table(results(args.baseline, "baseline" + suffix), variants)]  # fmt: skip
     text = "\n".join(lines) + "\n"
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
