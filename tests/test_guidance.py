@@ -308,7 +308,7 @@ def test_a_repairing_prior_is_never_asked_for_more_noise_than_it_was_trained_on(
     assert float(guidance.sample_views(16, step=0).t.max()) <= 0.5
     assert guidance.config.guidance_scale == 1.0  # conditioned on the rendering, guidance only overshoots
     assert make_guidance(repairing, guidance_scale=2.0).config.guidance_scale == 2.0  # unless asked for
-    assert guidance.weight == pytest.approx(0.3 / 3)  # its targets beat the renderings: a weight that lets them act
+    assert guidance.weight == pytest.approx(0.3 / 3)  # its targets stay near the renderings: a weight that lets them act
     assert make_guidance(repairing, lambda_sample=3e-4).weight == pytest.approx(3e-4 / 3)
 
 
