@@ -107,7 +107,8 @@ class SampleLossConfig:
     """annealed-multistep (the paper), multistep (t from the full range all along) or sds (score distillation)."""
     lambda_sample: float | None = None
     """Loss weight for one observed view; the weight used is lambda_sample / number of observed views. None:
-    :func:`default_sample_weight`. Small for a prior that generates (3e-4), on purpose: with Adam (nerfacto's optimizer), a parameter that only the sample loss reaches - space no input
+    :func:`default_sample_weight`. Small for a prior that generates (3e-4), on purpose: with Adam (nerfacto's
+    optimizer), a parameter that only the sample loss reaches - space no input
     ray constrains - still moves by full steps whatever the weight, while parameters the photographs also
     constrain barely feel a small one; so the prior fills in what the inputs leave open and leaves alone what
     they decide (measured against 0.3 and 3e-3: README, "Beyond the paper")."""

@@ -440,14 +440,18 @@ class ReconFusionPrior(nn.Module):
         kind = "sample" if self.config.repairs else self.prediction_type
         weight = min_snr_weight(alpha_bar, self.config.min_snr_gamma, kind)
         diffusion = (weight.float() * error.pow(2)).mean()
-        pixel, perceptual = self._pixel_losses(repaired, target, weight.float().flatten()) if self.config.repairs else (None, None)
+        pixel = perceptual = None
+        if self.config.repairs:
+            pixel, perceptual = self._pixel_losses(repaired, target, weight.float().flatten())
         small = F.interpolate(target.float(), size=cond.rgb.shape[-2:], mode="area")
         per_example = ((cond.rgb.float() - small) ** 2).mean(dim=(1, 2, 3))
         kept = (~dropped).float()
         pixelnerf = (per_example * kept).sum() / kept.sum().clamp(min=1.0)
         total = diffusion + self.config.pixelnerf_loss_weight * pixelnerf
-        for term, term_weight in ((pixel, self.config.pixel_loss_weight), (perceptual, self.config.lpips_loss_weight)):
-            total = total if term is None else total + term_weight * term
+        if pixel is not None:
+            total = total + self.config.pixel_loss_weight * pixel
+        if perceptual is not None:
+            total = total + self.config.lpips_loss_weight * perceptual
         return PriorLosses(
             total=total,
             diffusion=diffusion,
@@ -462,10 +466,10 @@ class ReconFusionPrior(nn.Module):
     def _pixel_losses(self, repaired: Tensor, target: Tensor, weight: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """A repairing prior's weighted MSE and LPIPS of its decoded prediction against the photograph (None where
         the config's weight is 0)."""
-        if self.config.pixel_loss_weight <= 0 and self.config.lpips_loss_weight <= 0:
-            return None, None
-        decoded, target = self.decode_latents(repaired, clamp=False), target.float()
         pixel = perceptual = None
+        if self.config.pixel_loss_weight <= 0 and self.config.lpips_loss_weight <= 0:
+            return pixel, perceptual  # no decoder pass
+        decoded, target = self.decode_latents(repaired, clamp=False), target.float()
         if self.config.pixel_loss_weight > 0:
             pixel = (weight * (decoded - target).pow(2).mean(dim=(1, 2, 3))).mean()
         if self.config.lpips_loss_weight > 0:

@@ -114,6 +114,7 @@ def make_objective(config: TrainConfig) -> torch.nn.Module:
 
 def load_prior_to_fine_tune(config: TrainConfig):
     from reconfusion.files import InputError
+    from reconfusion.presets import REPAIR_PRESET
     from reconfusion.prior import ReconFusionPrior
 
     if config.stage != "prior" or config.vae is not None or config.pretrained is not None:
@@ -126,8 +127,6 @@ def load_prior_to_fine_tune(config: TrainConfig):
     if prior.config.resolution != config.resolution:
         raise SystemExit(f"train_prior: error: --init-from {config.init_from}: a {prior.config.resolution} px prior; "
                          f"pass --resolution {prior.config.resolution} to fine-tune it")  # fmt: skip
-    from reconfusion.presets import REPAIR_PRESET
-
     wanted = warped_views(config)
     if prior.config.warped_views > wanted:
         raise SystemExit(f"train_prior: error: --init-from {config.init_from} takes {prior.config.warped_views} warped "

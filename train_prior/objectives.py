@@ -47,7 +47,8 @@ class VaeObjective(nn.Module):
 
 
 class PriorObjective(nn.Module):
-    """Stage 2: L_diff + lambda * L_PixelNeRF (+ a repairing prior's pixel and perceptual terms) of the prior (its frozen VAE has no trainable parameters)."""
+    """Stage 2: L_diff + lambda * L_PixelNeRF (+ a repairing prior's pixel and perceptual terms) of the prior (its
+    frozen VAE has no trainable parameters)."""
 
     def __init__(self, prior: ReconFusionPrior):
         super().__init__()
