@@ -83,7 +83,7 @@ def _children_cpu() -> float:
 
 
 def step_timing(scene: Path, prior: str, refreshes: list[int | None], loss_everys: list[int | None], steps: int,
-                blocks: int = 2) -> list[str]:
+                render_sizes: list[int | None] = (None,), blocks: int = 2) -> list[str]:
     """CPU seconds per training step of each method, alternating blocks of ``steps`` steps (Markdown lines)."""
     import functools
     from dataclasses import replace
@@ -96,10 +96,10 @@ def step_timing(scene: Path, prior: str, refreshes: list[int | None], loss_every
 
     torch.set_num_threads(1)
 
-    def build(prior_name: str | None, refresh: int | None, loss_every: int | None = None):
+    def build(prior_name: str | None, refresh: int | None, loss_every: int | None = None, size: int | None = None):
         config = cpu_config("timing", prior_name)
         config.pipeline.datamanager.data = scene
-        changes = {"refresh_every": refresh, "loss_every": loss_every}
+        changes = {"refresh_every": refresh, "loss_every": loss_every, "render_size": size}
         changes = {key: value for key, value in changes.items() if value is not None}
         config.pipeline.model.sample_loss = replace(config.pipeline.model.sample_loss, **changes)
         pipeline = config.pipeline.setup(device="cpu", test_mode="val")
@@ -128,7 +128,9 @@ def step_timing(scene: Path, prior: str, refreshes: list[int | None], loss_every
     variants = {"reconfusion-baseline-cpu": build(None, None)}
     for r in refreshes:
         for every in loss_everys:
-            variants[f"reconfusion-cpu, refresh {r or 'preset'}, loss every {every or 'preset'}"] = build(prior, r, every)
+            for size in render_sizes:
+                name = f"reconfusion-cpu, refresh {r or 'preset'}, loss every {every or 'preset'}, render size {size or 'preset'}"
+                variants[name] = build(prior, r, every, size)
     seconds = {name: float("inf") for name in variants}
     for block in range(blocks):  # alternate: every variant runs its block before any runs the next one
         for name, variant in variants.items():
@@ -146,6 +148,9 @@ def main() -> None:
     parser.add_argument("--layout", choices=["object-360", "forward-facing"], default="object-360")
     parser.add_argument("--prior", default=None, help="prior folder (default: bundled, else a random tiny prior)")
     parser.add_argument("--loss-every", type=int, nargs="*", default=[], help="--step-timing: loss_every values")
+    parser.add_argument("--render-size", type=int, nargs="*", default=[], help="--step-timing: render_size values")
+    parser.add_argument("--scene", type=Path, default=None,
+                        help="--step-timing: a scene folder (e.g. one a benchmark resized) instead of a procedural one")
     parser.add_argument("--step-timing", action="store_true", help="time training steps in-process instead")
     parser.add_argument("--output", type=Path, default=None, help="also write the Markdown result here")
     args = parser.parse_args()
@@ -155,8 +160,10 @@ def main() -> None:
         length = f"blocks of {min(args.iterations, 100)} steps" if args.step_timing else f"{args.iterations} iterations"
         lines = [f"scene {args.layout} seed {args.seed}, 64x64, 3 training views, {length}; {described}", ""]
         if args.step_timing:
+            if args.scene is not None:
+                scene, lines[0] = args.scene, f"scene {args.scene}, 3 training views, {length}; {described}"
             return report(lines + step_timing(scene, prior, args.refresh or [None], args.loss_every or [None],
-                               steps=min(args.iterations, 100)), args.output)
+                               steps=min(args.iterations, 100), render_sizes=args.render_size or [None]), args.output)
         baseline = run("reconfusion-baseline-cpu", scene, args.iterations, out, [])
         rows = [("reconfusion-baseline-cpu", "-", baseline)]
         for refresh in args.refresh or [None]:

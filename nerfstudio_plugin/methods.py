@@ -37,11 +37,11 @@ from reconfusion.guidance import SampleLossConfig
 register_checkpoint_globals()
 errors.install()
 
-CPU_SAMPLE_LOSS = SampleLossConfig(refresh_every=10, loss_every=10, views_per_refresh=1)
-"""CPU: every 10th step, one novel view rendered whole at the prior's resolution, with gradients; the same
-rendering starts the prior's sampling, so every sample-loss step has a fresh target for one rendering's
-cost, and LPIPS sees the whole view. Measured with benchmarks/bench_plugin.py --step-timing
-(benchmarks/results/bench_plugin_step_timing.md)."""
+CPU_SAMPLE_LOSS = SampleLossConfig(refresh_every=10, loss_every=10, views_per_refresh=1, render_size=64)
+"""CPU: every 10th step, one novel view rendered whole at 64 px, with gradients; the same rendering, resized to
+the prior's resolution, starts the prior's sampling, so every sample-loss step has a fresh target for one small
+rendering's cost, and LPIPS sees the whole view. At the prior's 128 px the rendering cost more than the prior
+itself. Measured with benchmarks/bench_plugin.py --step-timing (benchmarks/results/bench_plugin_step_timing.md)."""
 GPU_SAMPLE_LOSS = SampleLossConfig(refresh_every=10, views_per_refresh=4, patch_size=64)
 """GPU: a 64x64 window with gradients every step (the whole view for a 64 px prior; at 512 px it keeps
 the rendering with gradients at the size of nerfacto's ray batch), targets refreshed every 10 steps for

@@ -42,7 +42,9 @@ is conditioned on stay centre-cropped squares, as it was trained).
 Making it fast: targets are refreshed every ``refresh_every`` steps for ``views_per_refresh`` novel
 views at once and reused in between (``refresh_every = 1`` is the paper). When the window rendered
 with gradients is the whole view (``patch_size`` None), a refresh renders the new views once, with
-gradients, and the same rendering both starts the prior's sampling and takes the loss.
+gradients, and the same rendering both starts the prior's sampling and takes the loss. ``render_size``
+renders novel views smaller than the prior's resolution (resized up for the prior, the targets' change resized
+back down), which on a CPU costs less than the prior itself.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from reconfusion.cameras import crop_intrinsics, normalize_cameras
+from reconfusion.cameras import crop_intrinsics, normalize_cameras, scale_intrinsics
 from reconfusion.novel_views import Layout, detect_layout, nearest_views, sample_novel_cameras
 from reconfusion.observations import Coverage, Observations, observed_coverage, random_windows
 from reconfusion.warping import warp_views
@@ -147,10 +149,14 @@ class SampleLossConfig:
     """Multistep modes: new diffusion targets every this many steps, reused in between (1 = the paper)."""
     views_per_refresh: int = 1
     """Multistep modes: novel views drawn (and denoised in one batch) per refresh; steps cycle through them."""
+    render_size: int | None = None
+    """Multistep modes: side of the novel views' renderings; None: the prior's resolution. A smaller rendering is
+    resized up for the prior, and the targets' change resized back down for the loss, so rendering a view with
+    gradients costs (render_size / resolution)^2 of a full one; the prior's finer changes are lost to the loss."""
     patch_size: int | None = None
     """Multistep modes: side of the random window of a cached view rendered with gradients each step
-    (>= 24 for LPIPS); None: the whole view at the prior's resolution, rendered once per refresh for both
-    the target and the loss. sds always renders whole views."""
+    (>= 24 for LPIPS); None: the whole view (at ``render_size``), rendered once per refresh for both the target
+    and the loss. sds always renders whole views."""
     loss_every: int = 1
     """Apply the sample loss on every n-th step only."""
     num_conditioning_views: int = 3
@@ -209,8 +215,8 @@ class NovelViews:
     """Indices of the observed views conditioning each novel view, nearest first."""
     t: Float[Tensor, "K"]
     """Noise level each target was drawn at."""
-    targets: Float[Tensor, "K 3 R R"] | None = None
-    """x_hat, the prior's samples moved by the coverage weight (no gradient)."""
+    targets: Float[Tensor, "K 3 S S"] | None = None
+    """x_hat, the prior's samples moved by the coverage weight (no gradient), at the renderings' size."""
     coverage: Float[Tensor, "K 1 R R"] | None = None
     """Per-pixel coverage weight the targets were made with."""
     active: Bool[Tensor, "K"] | None = None
@@ -241,8 +247,11 @@ class SampleGuidance:
             config = replace(config, guidance_scale=default_guidance_scale(prior))
         if config.lambda_sample is None:
             config = replace(config, lambda_sample=default_sample_weight(prior))
-        if config.patch_size is not None and config.patch_size > prior.resolution:
-            raise ValueError(f"patch_size {config.patch_size} exceeds the prior's resolution {prior.resolution}")
+        if config.render_size is not None and not 1 <= config.render_size <= prior.resolution:
+            raise ValueError(f"render_size {config.render_size} must be in [1, the prior's resolution {prior.resolution}]")
+        if config.patch_size is not None and config.patch_size > (config.render_size or prior.resolution):
+            raise ValueError(f"patch_size {config.patch_size} exceeds the rendering's size "
+                             f"{config.render_size or prior.resolution}")  # fmt: skip
         self.config, self.prior, self.observations, self.total_steps, self.lpips = (
             config, prior, observations, total_steps, lpips,
         )  # fmt: skip
@@ -330,9 +339,17 @@ class SampleGuidance:
         return {"sample_loss": weight * self._distance(rendering, target)}
 
     @property
+    def render_size(self) -> int:
+        """Side of the novel views' renderings: ``render_size``, by default (and always for sds, which encodes the
+        rendering) the prior's resolution."""
+        if self.config.mode == "sds":
+            return self.prior.resolution
+        return self.config.render_size or self.prior.resolution
+
+    @property
     def renders_whole_views(self) -> bool:
         """Whether the rendering with gradients is the whole novel view (so a refresh renders only once)."""
-        return (self.config.patch_size or self.prior.resolution) >= self.prior.resolution
+        return (self.config.patch_size or self.render_size) >= self.render_size
 
     def _distance(self, rendering: Tensor, target: Tensor) -> Tensor:
         """``l1_weight |x - x_hat|_1 + lpips_weight LPIPS(x, x_hat)``, averaged over views."""
@@ -349,9 +366,14 @@ class SampleGuidance:
         return self.weight * max(0.0, 1.0 - step / horizon)
 
     def _render(self, views: NovelViews, render: RenderFn) -> tuple[Tensor, Tensor | None]:
-        size = self.prior.resolution
-        rgb, depth = render(views.c2w, views.intrinsics, size, size, views.conditioning[:, 0])
+        size = self.render_size
+        intrinsics = self._rendering_intrinsics(views.intrinsics)
+        rgb, depth = render(views.c2w, intrinsics, size, size, views.conditioning[:, 0])
         return rgb.float(), None if depth is None else depth.float()
+
+    def _rendering_intrinsics(self, intrinsics: Tensor) -> Tensor:
+        scale = self.render_size / self.prior.resolution
+        return intrinsics if scale == 1 else scale_intrinsics(intrinsics, scale, scale)
 
     @torch.no_grad()
     def refresh(self, step: int, render: RenderFn) -> NovelViews:
@@ -361,9 +383,19 @@ class SampleGuidance:
 
     @torch.no_grad()
     def make_targets(self, views: NovelViews, renderings: Tensor, depth: Tensor | None, step: int) -> NovelViews:
-        """The targets for ``renderings`` of ``views``: the prior's samples from them, as residuals or as they
-        are, moved towards by the coverage weight of each pixel; no sample is drawn when no view is active, and
-        with ``check_against_inputs`` a view whose targets fail the check becomes inactive."""
+        """The targets for ``renderings`` of ``views`` (at ``render_size``): the prior's samples from them, as
+        residuals or as they are, moved towards by the coverage weight of each pixel; no sample is drawn when no
+        view is active, and with ``check_against_inputs`` a view whose targets fail the check becomes inactive."""
+        size, resolution = renderings.shape[-1], self.prior.resolution
+        if size == resolution:
+            return self._targets(views, renderings, depth, step)
+        upsampled = F.interpolate(renderings, size=(resolution, resolution), mode="bilinear")
+        depth = None if depth is None else F.interpolate(depth, size=(resolution, resolution), mode="nearest")
+        full = self._targets(views, upsampled, depth, step)
+        change = F.interpolate(full.targets - upsampled, size=(size, size), mode="bilinear", antialias=True)
+        return replace(full, targets=(renderings + change).clamp(0, 1))
+
+    def _targets(self, views: NovelViews, renderings: Tensor, depth: Tensor | None, step: int) -> NovelViews:
         coverage = self.coverage(views, depth)
         weights = self._weights(coverage, len(views.t))
         active = weights.mean(dim=(1, 2, 3)) >= self.config.min_coverage
@@ -437,10 +469,10 @@ class SampleGuidance:
 
     def _render_cached(self, index: int, render: RenderFn) -> tuple[Tensor, Tensor]:
         """Rendering (with gradients) and target of cached view ``index``, or of a random window of it."""
-        views, size = self.cache, self.prior.resolution
+        views, size = self.cache, self.render_size
         patch = self.config.patch_size or size
         top, left = (int(v) for v in self.rng.integers(0, size - patch + 1, size=2))
-        intrinsics = crop_intrinsics(views.intrinsics[index : index + 1], left, top)
+        intrinsics = crop_intrinsics(self._rendering_intrinsics(views.intrinsics[index : index + 1]), left, top)
         rendering, _ = render(views.c2w[index : index + 1], intrinsics, patch, patch, views.conditioning[index : index + 1, 0])
         target = views.targets[index : index + 1, :, top : top + patch, left : left + patch]
         return rendering, target.to(rendering)
@@ -449,7 +481,7 @@ class SampleGuidance:
         """DreamFusion's SDS: gradient w(t) (eps_hat - eps) on the rendering's latent, through the encoder."""
         prior = self.prior
         views = self.sample_views(1, step)
-        rendering, _ = self._render(views, render)
+        rendering, depth = self._render(views, render)
         latents = prior.encode_images(rendering.clamp(0, 1)).float()
         schedule = prior.scheduler.alphas_cumprod.to(latents.device)
         t = views.t.clamp(0.02, 0.98)
@@ -458,7 +490,9 @@ class SampleGuidance:
             noise = torch.randn(latents.shape, generator=self.generator).to(latents)
             alpha_bar = schedule[timesteps].view(-1, 1, 1, 1).float()
             noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
-            condition = prior.condition(*self._prior_inputs(views), with_null=self.config.guidance_scale != 1.0)
+            repairing = prior_setting(prior, "repairs", False)  # conditioned on the rendering it repairs
+            evidence = {"rendering": rendering.detach().clamp(0, 1), **self.warped_views(views, depth)} if repairing else {}
+            condition = prior.condition(*self._prior_inputs(views), with_null=self.config.guidance_scale != 1.0, **evidence)
             eps_hat = prior.predict_noise(noisy.to(prior.dtype), timesteps, condition, self.config.guidance_scale)
             gradient = (1 - alpha_bar) * (eps_hat.float() - noise)
         self.last_t = float(t.mean())

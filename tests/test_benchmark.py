@@ -270,7 +270,8 @@ def test_targets_section_says_which_targets_are_met_and_which_missed():
     from reconfusion_benchmark.targets import target_lines
 
     def row(scene: str, group: str, method: str, psnr: float, lpips: float = 0.2) -> RunResult:
-        return RunResult(scene, group, 3, method, psnr, 0.5, lpips, "alex", 1.0, 1.0, 1.0, None, "8x8", 2, 5)
+        fit_seconds = 100.0 if method == "baseline" else 140.0
+        return RunResult(scene, group, 3, method, psnr, 0.5, lpips, "alex", fit_seconds, 1.0, 1.0, None, "8x8", 2, 5)
 
     rows = [row("fern", "llff", "baseline", 20.0), row("fern", "llff", "reconfusion", 20.5, 0.19),
             row("scan24", "dtu", "baseline", 15.0), row("scan24", "dtu", "reconfusion", 15.7, 0.19),
@@ -282,6 +283,7 @@ def test_targets_section_says_which_targets_are_met_and_which_missed():
     assert text.count("**missed**") == 1  # +0.6 dB < +1 dB; LPIPS -0.01 and object-360 +3.5 dB are met
     assert "LPIPS - baseline <= 0 | fern, scan24 | -0.010 [-0.010, -0.010] | met |" in text
     assert "procedural object-360 scenes, 3 views: PSNR - baseline >= +3 dB | scene_1 | +3.50 | met |" in text
+    assert "every scene, 3 views: fit time / baseline's <= 1.5 | fern, lego, scan24, scene_1 | 1.40 | met |" in text
     assert "6 views" not in text  # no paired runs there: no row
     assert target_lines([r for r in rows if r.method == "baseline"]) == []
 

@@ -250,6 +250,10 @@ def test_bad_settings_raise(prior):
         make_guidance(prior, patch_size=prior.resolution + 1)
     with pytest.raises(ValueError, match="LPIPS"):
         SampleGuidance(SampleLossConfig(), prior, observations(), total_steps=10, lpips=None)
+    with pytest.raises(ValueError, match="render_size"):
+        make_guidance(prior, render_size=prior.resolution + 1)
+    with pytest.raises(ValueError, match="patch_size"):
+        make_guidance(prior, render_size=prior.resolution // 2, patch_size=prior.resolution // 2 + 1)
 
 
 class IdentityPrior:
@@ -267,6 +271,32 @@ class IdentityPrior:
 
     def sample(self, *args, init_images, **kwargs):
         return self.decode_latents(self.encode_images(init_images))
+
+
+class BrighteningPrior(IdentityPrior):
+    """Changes every pixel by +0.1."""
+
+    def sample(self, *args, init_images, **kwargs):
+        return super().sample(init_images=init_images) + 0.1
+
+
+def test_smaller_renderings_get_the_priors_change_resized_to_them(prior):
+    half = prior.resolution // 2
+    scene = ToyScene()
+    lazy = make_guidance(IdentityPrior(prior), render_size=half, views_per_refresh=1, t_min_final=0.5)
+    loss = lazy.loss(0, scene)["sample_loss"]
+    assert scene.calls == [(1, half, half)] and lazy.cache.targets.shape == (1, 3, half, half)
+    assert loss.item() == pytest.approx(0.0, abs=1e-4)  # a prior that changes nothing teaches nothing
+    brighter = make_guidance(BrighteningPrior(prior), render_size=half, views_per_refresh=1, t_min_final=0.5,
+                             coverage_degrees=None, lpips_weight=0.0)  # fmt: skip
+    loss = brighter.loss(0, scene)["sample_loss"]
+    views = brighter.cache
+    rendering, _ = scene(views.c2w, views.intrinsics * 0.5, half, half, views.conditioning[:, 0])
+    unclipped = rendering < 0.85
+    change = (views.targets - rendering)[unclipped]
+    torch.testing.assert_close(change, torch.full_like(change, 0.1), atol=1e-4, rtol=0)
+    loss.backward()
+    assert loss.item() == pytest.approx(brighter.weight * 0.1, rel=0.2) and scene.layer.weight.grad.abs().sum() > 0
 
 
 def test_residual_targets_are_free_of_the_autoencoder(prior):
@@ -340,3 +370,21 @@ def test_a_prior_that_takes_warped_views_gets_the_conditioning_views_warped_with
     targets = guidance.make_targets(views, rendering, depth, step=0)
     assert targets.targets.shape == rendering.shape
     assert torch.equal(given["warped_valid"], warps["warped_valid"])
+
+
+def test_score_distillation_conditions_a_repairing_prior_on_the_rendering_and_its_warped_views():
+    from reconfusion.presets import PriorConfig, TinyPreset
+
+    torch.manual_seed(0)
+    preset = TinyPreset(prior=PriorConfig(repairs=True, max_noise=0.5, warped_views=2))
+    repairing = ReconFusionPrior.from_preset("tiny", preset=preset).eval().requires_grad_(False)
+    guidance = make_guidance(repairing, mode="sds", render_size=32)  # render_size is for the multistep modes only
+    given = {}
+    condition = repairing.condition
+    repairing.condition = lambda *a, **k: given.update(k) or condition(*a, **k)
+    scene = ToyScene()
+    loss = guidance.loss(10, scene)["sds_loss"]
+    loss.backward()
+    assert scene.calls == [(1, 64, 64)] and scene.layer.weight.grad.abs().sum() > 0
+    assert given["rendering"].shape == (1, 3, 64, 64) and not given["rendering"].requires_grad
+    assert given["warped_images"].shape == (1, 2, 3, 64, 64)
