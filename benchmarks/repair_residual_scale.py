@@ -45,7 +45,7 @@ def scores_by_scene(prior, corpus: Path, examples: int, t: float, seed: int = 12
     from train_prior.evaluation import restoration_examples
 
     dataset, described = restoration_examples(corpus, prior.resolution, examples, seed)
-    lpips = load_lpips("auto")
+    lpips = load_lpips("auto").to(prior.device)
     steps = prior.scheduler.config.num_train_timesteps
     found: dict[str, dict] = defaultdict(lambda: defaultdict(list))
     for start in range(0, examples, 8):
@@ -96,7 +96,8 @@ def main() -> None:
     from reconfusion.files import write_text
     from reconfusion.prior import ReconFusionPrior
 
-    prior = ReconFusionPrior.from_pretrained(args.prior).eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    prior = ReconFusionPrior.from_pretrained(args.prior).eval().to(device)
     if not prior.config.repairs:
         raise SystemExit(f"{args.prior}: not a repairing prior (repair preset); it has no residual to scale")
     text = (f"# Scaling the repairing prior's residual\n\nWritten by `{shlex.join(['python', *sys.argv])}`.\n\n"

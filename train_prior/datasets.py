@@ -236,7 +236,9 @@ class DegradedDataset(torch.utils.data.Dataset):
         trained = np.array(fit.train_ids)
         nearest = trained[np.argsort(np.linalg.norm(centres[trained] - centres[target], axis=-1), kind="stable")]
         observed = [int(v) for v in nearest[: self.num_observed]]
-        views = [_crop_and_resize(*self.cache.get(fit.scene, v), self.resolution, rng, self.crop_scale) for v in observed]
+        warped = [int(v) for v in nearest[: self.warped_views]]
+        fetched = {v: self.cache.get(fit.scene, v) for v in (*observed, *warped)}
+        views = [_crop_and_resize(*fetched[v], self.resolution, rng, self.crop_scale) for v in observed]
         photo, intrinsics = self.cache.get(fit.scene, target)
         box = _crop_box(*photo.shape[:2], rng, self.crop_scale)
         target_image, target_intrinsics = _resize_crop(photo, intrinsics, box, self.resolution)
@@ -246,17 +248,19 @@ class DegradedDataset(torch.utils.data.Dataset):
         example["rendering"] = _as_tensor(rendering).permute(2, 0, 1)
         if self.warped_views:
             depth = renders["depth"][position].astype(np.float32)
-            example.update(self._warped(fit, target, intrinsics, depth, nearest[: self.warped_views], box))
+            example.update(self._warped(fit, target, intrinsics, depth, {v: fetched[v] for v in warped}, box))
         return example
 
-    def _warped(self, fit: DegradedFit, target: int, intrinsics: np.ndarray, depth: np.ndarray, views, box) -> dict:
-        """``views`` warped into the target at ``depth`` at full size, then cropped to ``box`` and resized with their
-        validity as premultiplied alpha (so that invalid pixels do not bleed into valid ones)."""
-        images, view_intrinsics = zip(*(self.cache.get(fit.scene, int(v)) for v in views))
+    def _warped(self, fit: DegradedFit, target: int, intrinsics: np.ndarray, depth: np.ndarray,
+                views: dict[int, tuple[np.ndarray, np.ndarray]], box) -> dict:  # fmt: skip
+        """``views`` (view -> image, intrinsics) warped into the target at ``depth`` at full size, then cropped to
+        ``box`` and resized with their validity as premultiplied alpha (so that invalid pixels do not bleed into
+        valid ones)."""
+        images, view_intrinsics = zip(*views.values())
         colours, valid = warp_views(
             _as_tensor(fit.scene.c2w[target])[None], _as_tensor(intrinsics)[None], _as_tensor(depth)[None],
             [_as_tensor(image).permute(2, 0, 1)[None] for image in images],
-            _as_tensor(fit.scene.c2w[np.asarray(views)])[None], _as_tensor(np.stack(view_intrinsics))[None],
+            _as_tensor(fit.scene.c2w[np.asarray(list(views))])[None], _as_tensor(np.stack(view_intrinsics))[None],
         )  # fmt: skip
         top, left, side = box
         window = torch.cat([colours[0] * valid[0], valid[0]], 1)[..., top : top + side, left : left + side]
