@@ -41,7 +41,7 @@ CPU_SAMPLE_LOSS = SampleLossConfig(refresh_every=10, loss_every=10, views_per_re
 """CPU: every 10th step, one novel view rendered whole at 64 px, with gradients; the same rendering, resized to
 the prior's resolution, starts the prior's sampling, so every sample-loss step has a fresh target for one small
 rendering's cost, and LPIPS sees the whole view. At the prior's 128 px the rendering cost more than the prior
-itself. Measured with benchmarks/bench_plugin.py --step-timing (benchmarks/results/bench_plugin_step_timing.md)."""
+itself. Measured with benchmarks/bench_plugin.py --step-timing (benchmarks/results/render_size/step_timing.md)."""
 GPU_SAMPLE_LOSS = SampleLossConfig(refresh_every=10, views_per_refresh=4, patch_size=64)
 """GPU: a 64x64 window with gradients every step (the whole view for a 64 px prior; at 512 px it keeps
 the rendering with gradients at the size of nerfacto's ray batch), targets refreshed every 10 steps for

@@ -403,9 +403,12 @@ class SampleGuidance:
         self.last_taught = float(active.float().mean())
         if not active.any():
             return NovelViews(views.c2w, views.intrinsics, views.conditioning, views.t, renderings, weights, active, step)
+        init = renderings.clamp(0, 1)
+        latents = self.prior.encode_images(init)  # once, for the sampling, the condition and the round trip
         samples = self.prior.sample(
             *self._prior_inputs(views),
-            init_images=renderings.clamp(0, 1),
+            init_images=init,
+            init_latents=latents,
             t_start=views.t,
             num_steps=self.config.num_steps,
             guidance_scale=self.config.guidance_scale,
@@ -413,7 +416,7 @@ class SampleGuidance:
             **self.warped_views(views, depth),
         ).float()
         if self.config.target == "residual":
-            samples = self._residual_targets(renderings, samples, views.t)
+            samples = self._residual_targets(renderings, samples, views.t, latents)
         targets = renderings + weights * (samples - renderings)
         if coverage is not None and self.config.check_against_inputs:
             active &= self._checked(input_agreement(renderings, targets, coverage, self.config.coverage_degrees[1]), active)
@@ -432,9 +435,10 @@ class SampleGuidance:
                                    obs.intrinsics[ids])  # fmt: skip
         return {"warped_images": images, "warped_valid": valid}
 
-    def _residual_targets(self, renderings: Tensor, samples: Tensor, t: Tensor) -> Tensor:
-        """``rendering + sample - D(E(rendering))``; the change is zero where t = 0 (nothing was sampled)."""
-        round_trip = self.prior.decode_latents(self.prior.encode_images(renderings.clamp(0, 1))).float()
+    def _residual_targets(self, renderings: Tensor, samples: Tensor, t: Tensor, latents: Tensor) -> Tensor:
+        """``rendering + sample - D(E(rendering))`` (``latents``: E(rendering)); the change is zero where t = 0
+        (nothing was sampled)."""
+        round_trip = self.prior.decode_latents(latents).float()
         change = torch.where((t > 0).view(-1, 1, 1, 1), samples - round_trip, torch.zeros_like(samples))
         return (renderings + change).clamp(0, 1)
 

@@ -273,6 +273,7 @@ class ReconFusionPrior(nn.Module):
         stratified: bool | None = None,
         generator: torch.Generator | None = None,
         rendering: Float[Tensor, "B 3 R R"] | None = None,
+        rendering_latents: Tensor | None = None,
         warped_images: Float[Tensor, "B V 3 R R"] | None = None,
         warped_valid: Float[Tensor, "B V 1 R R"] | None = None,
     ) -> PriorCondition:
@@ -283,6 +284,7 @@ class ReconFusionPrior(nn.Module):
         A repairing prior needs the ``rendering`` to repair (images in [0, 1] at the prior's resolution), and one with
         ``warped_views`` takes the observed views warped into it (:mod:`reconfusion.warping`; without them, or where
         they are invalid, the prior repairs as if no view showed those pixels; dropped examples lose them too).
+        ``rendering_latents``: the rendering's :meth:`encode_images`, where the caller has it already.
         """
         if self.config.repairs and rendering is None:
             raise ValueError("this prior repairs renderings: pass the rendering of the target view")
@@ -306,7 +308,9 @@ class ReconFusionPrior(nn.Module):
         )  # fmt: skip
         features = rendered.features.to(self.dtype)
         tokens = null_tokens(self.image_encoder(images[:batch]).to(self.dtype), dropped)
-        latent = self.encode_images(rendering.to(self.device)) if self.config.repairs else None
+        latent = None
+        if self.config.repairs:
+            latent = self.encode_images(rendering.to(self.device)) if rendering_latents is None else rendering_latents
         warped, null_warped = self._warped_latents(latent, rendering, warped_images, warped_valid, dropped)
         return PriorCondition(
             features=features[:batch],
@@ -486,6 +490,7 @@ class ReconFusionPrior(nn.Module):
         target_intrinsics: Float[Tensor, "B 4"],
         *,
         init_images: Float[Tensor, "B 3 R R"] | None = None,
+        init_latents: Tensor | None = None,
         t_start: float | Tensor = 1.0,
         num_steps: int = 10,
         guidance_scale: float = 3.0,
@@ -498,7 +503,8 @@ class ReconFusionPrior(nn.Module):
         """Images at the target cameras: ``init_images`` noised to ``t_start`` (a fraction of the training
         timesteps; 1 = pure noise, the init ignored), then ``num_steps`` DDIM steps to 0 with guidance. A
         repairing prior is also conditioned on ``init_images``, the renderings it repairs, and on the observed views
-        warped into them where it takes them (see :meth:`condition`)."""
+        warped into them where it takes them (see :meth:`condition`). ``init_latents``: the init_images'
+        :meth:`encode_images`, where the caller has it already (it is then not encoded again)."""
         if self.config.repairs and init_images is None:
             raise ValueError("this prior repairs renderings: pass them as init_images")
         images = stack_views(observed_images)
@@ -513,13 +519,20 @@ class ReconFusionPrior(nn.Module):
         steps_total = self.scheduler.config.num_train_timesteps
         timesteps = sampling_timesteps(start, steps_total, num_steps)
         if init_images is not None:
-            latents = self._noised_init(init_images, latents, timesteps[0], start >= 1)
+            expected = (batch, 3, self.resolution, self.resolution)
+            if tuple(init_images.shape) != expected:
+                raise ValueError(f"init_images must have shape {expected}, got {tuple(init_images.shape)}")
+            if init_latents is None:
+                init_latents = self.encode_images(init_images.to(self.device))
+            noised = self.scheduler.add_noise(init_latents.to(latents.dtype), latents, timesteps[0])
+            latents = torch.where((start >= 1).view(-1, 1, 1, 1), latents, noised)
         elif (start < 1).any():
             raise ValueError("t_start < 1 needs init_images to start from")
         cond = self.condition(
             images, observed_c2w, observed_intrinsics, target_c2w, target_intrinsics,
             near=near, far=far, with_null=guidance_scale != 1.0, stratified=False,
-            rendering=init_images if self.config.repairs else None, warped_images=warped_images, warped_valid=warped_valid,
+            rendering=init_images if self.config.repairs else None, rendering_latents=init_latents,
+            warped_images=warped_images, warped_valid=warped_valid,
         )  # fmt: skip
         alphas = self.sampler.alphas_cumprod.to(self.device)
         final = torch.as_tensor(self.sampler.final_alpha_cumprod, device=self.device).expand(batch)
@@ -529,10 +542,3 @@ class ReconFusionPrior(nn.Module):
             latents = ddim_update(latents, output, alphas[timesteps[k]], alpha_prev, self.prediction_type)
         return self.decode_latents(latents)
 
-    def _noised_init(self, init_images: Tensor, noise: Tensor, timesteps: Tensor, pure: Tensor) -> Tensor:
-        expected = (noise.shape[0], 3, self.resolution, self.resolution)
-        if tuple(init_images.shape) != expected:
-            raise ValueError(f"init_images must have shape {expected}, got {tuple(init_images.shape)}")
-        clean = self.encode_images(init_images.to(self.device))
-        noised = self.scheduler.add_noise(clean.to(noise.dtype), noise, timesteps)
-        return torch.where(pure.view(-1, 1, 1, 1), noise, noised)

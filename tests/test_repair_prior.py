@@ -47,6 +47,23 @@ def test_an_untrained_repairing_prior_gives_back_the_rendering_at_every_noise_le
         torch.testing.assert_close(out, round_trip, atol=2e-3, rtol=0)
 
 
+def test_the_renderings_latents_given_are_not_encoded_again_and_sample_the_same():
+    prior, batch = repairing_prior(), with_rendering(make_batch())
+    torch.nn.init.normal_(prior.unet.conv_out.weight, std=0.1)  # a prior that changes the rendering
+    kwargs = dict(init_images=batch.rendering, t_start=0.5, num_steps=3, guidance_scale=2.0)
+    plain = prior.sample(*sample_args(batch), generator=torch.Generator().manual_seed(0), **kwargs)
+    latents = prior.encode_images(batch.rendering)
+    encoded = []
+    encode = prior.encode_images
+    prior.encode_images = lambda images: encoded.append(images.shape) or encode(images)
+    try:
+        given = prior.sample(*sample_args(batch), init_latents=latents, generator=torch.Generator().manual_seed(0), **kwargs)
+    finally:
+        del prior.encode_images
+    assert encoded == []  # neither the noised start nor the condition encodes the rendering again
+    torch.testing.assert_close(given, plain)
+
+
 def test_training_draws_timesteps_below_max_noise_and_learns_to_repair():
     prior, batch = repairing_prior(), with_rendering(make_batch(size=4))
     prior.train()

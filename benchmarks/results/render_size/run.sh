@@ -14,4 +14,4 @@ $PY -m reconfusion benchmark --scenes outputs/bench-data/scan24 outputs/bench-da
 $PY benchmarks/compare_variants.py --baseline outputs/b29/w3e-4 --variant "render 128 px=outputs/b29/w3e-1" \
   --variant "render 64 px (CPU preset)=outputs/b29/render64" --output benchmarks/results/render_size/quality.md
 $PY benchmarks/bench_plugin.py --step-timing --iterations 100 --scene outputs/b29/render64/scenes/scan24 \
-  --prior outputs/repair-prior-pixel/prior --render-size 128 64 48 --output benchmarks/results/render_size/step_timing.md
+  --prior outputs/repair-prior-pixel/prior --render-size 128 64 --output benchmarks/results/render_size/step_timing.md
