@@ -88,17 +88,9 @@ def report(out: Path, output: Path, command: str) -> str:
     today = results.get("today", {})
     variants = [name for name in VARIANTS if name in results and name != "today"]
     keys = sorted(today, key=lambda k: (k[1], results["today"][k]["group"], k[0]))
-    every = [r for runs in results.values() for r in runs.values()]
-    scenes = sorted({r["source"]["scene"] for r in every if "scene" in r.get("source", {})})
-    settings = every[0]["settings"] if every else {}
-    fits = shlex.join(["python", "benchmarks/regulariser_ablation.py", "--scenes", *scenes, "--variants", "today",
-                       *[v for v in VARIANTS if v in results and v != "today"], "--views",
-                       *map(str, sorted({k[1] for runs in results.values() for k in runs})), "--iterations",
-                       str(settings.get("iterations")), "--max-test-views", str(settings.get("max_test_views")),
-                       "--out", str(out), "--jobs", "2"])  # fmt: skip
     lines = ["# Sparse-view regularisers: ablation", "", "Written by `benchmarks/regulariser_ablation.py`; the fits "
              "(resumable, finished ones are skipped), then this report:", "",
-             "```bash", *scene_commands(out), fits, command, "```", "",
+             "```bash", *scene_commands(out), *fit_commands(results, out), command, "```", "",
              "The baseline (`reconfusion-baseline-cpu`, no prior) with today's settings and with each regulariser "
              "alone, then all together; one seed (42). PSNR in dB at the protocol's resolution (the images' stored "
              "size, column resolution; DTU masked as RegNeRF reports it); each variant's cell is its PSNR and, in "
@@ -154,6 +146,22 @@ def report(out: Path, output: Path, command: str) -> str:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     return text
+
+
+def fit_commands(results: dict[str, dict[tuple[str, int], dict]], out: Path) -> list[str]:
+    """One fitting command per view count, with the scenes and variants that have finished runs at it."""
+    commands = []
+    for views in sorted({key[1] for runs in results.values() for key in runs}):
+        runs = {name: [r for key, r in found.items() if key[1] == views] for name, found in results.items()}
+        names = [name for name in VARIANTS if runs.get(name)]
+        every = [r for name in names for r in runs[name]]
+        scenes = sorted({r["source"]["scene"] for r in every if "scene" in r.get("source", {})})
+        settings = every[0]["settings"]
+        commands.append(shlex.join(["python", "benchmarks/regulariser_ablation.py", "--scenes", *scenes, "--variants",
+                                    *names, "--views", str(views), "--iterations", str(settings.get("iterations")),
+                                    "--max-test-views", str(settings.get("max_test_views")), "--out", str(out),
+                                    "--jobs", "2"]))  # fmt: skip
+    return commands
 
 
 def scene_commands(out: Path) -> list[str]:
