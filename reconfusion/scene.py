@@ -77,6 +77,15 @@ class SparsePoints:
         counts = np.bincount(mine[:, 1], minlength=len(self.xyz))
         return np.flatnonzero(counts >= at_least)
 
+    def of_frames(self, frames: Sequence[int]) -> SparsePoints:
+        """The points as a scene of ``frames`` alone sees them: their observations by those frames, renumbered to
+        positions in ``frames``; points none of them observed are dropped."""
+        position = {int(frame): i for i, frame in enumerate(frames)}
+        mine = self.observations[np.isin(self.observations[:, 0], list(position))]
+        kept, point_ids = np.unique(mine[:, 1], return_inverse=True)
+        frame_ids = np.array([position[int(f)] for f in mine[:, 0]], dtype=np.int64)
+        return SparsePoints(self.xyz[kept], np.stack([frame_ids, point_ids.reshape(-1)], axis=-1).astype(np.int64))
+
 
 @dataclass(frozen=True)
 class Scene:

@@ -148,6 +148,7 @@ def arc_copy(copy: Path, config: DegradeConfig) -> Path | None:
         read = scene.rgba if scene.has_alpha else scene.image
         write_scene(target, [read(i) for i in frames], scene.c2w[frames], scene.intrinsics[frames],
                     sizes=scene.sizes[frames], distortion=scene.distortion[frames],
+                    points=None if scene.points is None else scene.points.of_frames(frames),
                     extra={**scene_extras(scene, frames), ARC_KEY: recipe}, overwrite=True)  # fmt: skip
     write_corpus_splits(target, load_scene(target), config)
     return target

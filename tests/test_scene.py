@@ -142,3 +142,14 @@ def test_images_nerfstudio_reads_are_copied_unchanged(tmp_path):
     c2w, intrinsics = _cameras(1)
     scene = load_scene(write_scene(tmp_path / "scene", [path], c2w, intrinsics))
     assert scene.image_paths[0].read_bytes() == path.read_bytes()
+
+
+def test_sparse_points_of_some_frames_keep_what_those_frames_saw_renumbered():
+    from reconfusion.scene import SparsePoints
+
+    xyz = np.arange(12, dtype=np.float64).reshape(4, 3)
+    observations = np.array([[0, 0], [1, 0], [2, 1], [3, 2], [1, 3], [3, 3]])  # (frame, point)
+    arc = SparsePoints(xyz, observations).of_frames([3, 1])
+    np.testing.assert_array_equal(arc.xyz, xyz[[0, 2, 3]])  # point 1 was seen by frame 2 alone: dropped
+    assert sorted(map(tuple, arc.observations.tolist())) == [(0, 1), (0, 2), (1, 0), (1, 2)]  # frame 3 -> 0, 1 -> 1
+    assert arc.seen_by([0, 1]).tolist() == [2]
