@@ -59,6 +59,8 @@ NOTES = {
     for layout in ("object-360", "forward-facing")
 }
 """Notes printed above the tables of groups fitted with the bundled prior: what limits what it can add."""
+RARELY_TAUGHT = 0.1
+"""A method whose sample loss taught on fewer of its novel views than this gets a note under its group's table."""
 ABLATION_MODES = ("sds", "multistep", "annealed-multistep")
 """Sample-loss modes compared by the ablation section (issue 7); ``reconfusion`` runs annealed-multistep."""
 PROTOCOL_OF_FORMAT = {"llff": "llff", "blender": "blender", "dtu": "dtu"}
@@ -257,7 +259,21 @@ def _group_table(group: str, results: list[RunResult], means: dict) -> list[str]
                 + (f"{_fmt(c['psnr_masked'], 2)} | {_fmt(c['lpips_masked'], 3)} | " if masked else "")
                 + f"{_percent(c['sample_taught'])} | {c['fit_seconds']:.0f} | {c['peak_rss_mb']:.0f} | {c['count']} |"
             )
-    return lines + [""] + _published(group)
+    return lines + [""] + _rarely_taught(group, rows, means) + _published(group)
+
+
+def _rarely_taught(group: str, rows: list[RunResult], means: dict) -> list[str]:
+    """A note on the (views, method) whose sample loss taught on few of the novel views it drew."""
+    found = [(views, method, means[(group, views, method)]["sample_taught"])
+             for views in sorted({r.views for r in rows}) for method in _method_order(rows)
+             if (group, views, method) in means]  # fmt: skip
+    rare = [f"{method} at {views} views ({taught:.0%})" for views, method, taught in found
+            if taught is not None and np.isfinite(taught) and taught < RARELY_TAUGHT]  # fmt: skip
+    if not rare:
+        return []
+    return [f"Taught on few novel views: {', '.join(rare)}. The input views already show nearly every pixel of the "
+            "novel views the sample loss drew (its coverage weight), so the prior changed little and those fits stay "
+            "near the baseline's.", ""]  # fmt: skip
 
 
 def _percent(value: float | None) -> str:

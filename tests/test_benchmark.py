@@ -517,3 +517,19 @@ def test_benchmark_end_to_end(tiny_scene, tmp_path):
 def test_ns_train_args_with_an_open_quote_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="--ns-train-args"):
         benchmark_runner.run_settings(Run(SCENES[0], 3, "reconfusion"), config(tmp_path, ns_train_args='--a "b'), "cpu")
+
+
+def test_a_method_that_rarely_taught_gets_a_note_under_its_groups_table():
+    from dataclasses import replace as changed
+
+    from reconfusion_benchmark.report import _group_table, mean_table
+
+    def row(scene: str, method: str, taught: float | None) -> RunResult:
+        made = RunResult(scene, "llff", 3, method, 20.0, 0.5, 0.2, "alex", 1.0, 1.0, 1.0, None, "8x8", 2, 5)
+        return changed(made, sample_taught=taught)
+
+    rows = [row("fern", "baseline", None), row("fern", "reconfusion", 0.0), row("horns", "reconfusion", 0.08)]
+    text = "\n".join(_group_table("llff", rows, mean_table(rows)))
+    assert "Taught on few novel views: reconfusion at 3 views (4%)." in text
+    rows = [row("fern", "baseline", None), row("fern", "reconfusion", 0.5)]
+    assert "Taught on few" not in "\n".join(_group_table("llff", rows, mean_table(rows)))
