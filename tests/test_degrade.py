@@ -279,6 +279,14 @@ def test_restoration_is_scored_against_the_rendering_given(scenes, tmp_path):
     assert unadapted[0].restored_psnr != adapted[0].restored_psnr
     with pytest.raises(InputError, match="no finished fit of scene_7; its scenes are: scene_00005 scene_00006"):
         evaluate_restoration(prior, tmp_path / "corpus", ts=(0.3,), examples=1, scenes=("scene_7",))
+    warping = ReconFusionPrior.from_preset("tiny", preset=dataclasses.replace(
+        MICRO, prior=PriorConfig(repairs=True, warped_views=2)))  # fmt: skip
+    given = []
+    sample = warping.sample
+    warping.sample = lambda *a, **k: given.append("warped_images" in k) or sample(*a, **k)
+    evaluate_restoration(warping, tmp_path / "corpus", ts=(0.3,), examples=2, num_steps=1)
+    evaluate_restoration(warping, tmp_path / "corpus", ts=(0.3,), examples=2, num_steps=1, without_warps=True)
+    assert given == [True, False]
 
 
 @pytest.mark.slow

@@ -224,12 +224,14 @@ def adapted_to_fit(prior: ReconFusionPrior, fit, steps: int) -> ReconFusionPrior
 def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float, ...] = (0.2, 0.4, 0.6),
                          examples: int = 48, batch_size: int = 8, seed: int = 12345, num_steps: int | None = None,
                          guidance_scale: float | None = None, sheet: Path | None = None,
-                         scenes: tuple[str, ...] = (), adapt_steps: int = 0) -> list[RestorationScore]:
+                         scenes: tuple[str, ...] = (), adapt_steps: int = 0,
+                         without_warps: bool = False) -> list[RestorationScore]:
     """Restoration gain of a prior on a degraded-rendering corpus of held-out scenes: per noise level, per source
     and over all, the prior's output against the rendering it was given (a repairing prior also sees the rendering
     as its condition; any other starts from it, as the sample loss uses it). DDIM steps and guidance default to
     the sample loss's. ``sheet``: rendering | restored at each t | photograph of the first examples; ``scenes``:
-    score these scenes of the corpus only; ``adapt_steps``: adapt the prior to each fit's training views first."""
+    score these scenes of the corpus only; ``adapt_steps``: adapt the prior to each fit's training views first;
+    ``without_warps``: withhold the warped observed views from a prior that takes them (what they bring)."""
     from reconfusion.guidance import SampleLossConfig, default_guidance_scale
 
     num_steps, guidance_scale = num_steps or SampleLossConfig().num_steps, guidance_scale or default_guidance_scale(prior)
@@ -254,8 +256,9 @@ def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float,
         views = (batch["observed_images"], batch["observed_c2w"], batch["observed_intrinsics"], batch["target_c2w"],
                  batch["target_intrinsics"])  # fmt: skip
         photo, rendering = batch["target_image"], batch["rendering"]
+        warps = {} if without_warps else warps_of(batch)
         rgb = scene_prior.condition(*views, near=batch["near"], far=batch["far"], stratified=False,
-                                    rendering=rendering, **warps_of(batch)).rgb  # fmt: skip
+                                    rendering=rendering, **warps).rgb  # fmt: skip
         scores = {"pixelnerf_psnr": psnr(rgb.clamp(0, 1), F.interpolate(photo, size=rgb.shape[-2:], mode="area")),
                   "rendering_psnr": psnr(rendering, photo), "rendering_lpips": lpips.to(photo.device)(rendering, photo),
                   "round_trip_psnr": psnr(prior.decode_latents(prior.encode_images(rendering)).float(), photo)}
@@ -264,7 +267,7 @@ def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float,
             generator = torch.Generator(device=prior.device).manual_seed(seed + members[0])
             restored = scene_prior.sample(*views, init_images=rendering, t_start=t, num_steps=num_steps,
                                           guidance_scale=guidance_scale, near=batch["near"], far=batch["far"],
-                                          generator=generator, **warps_of(batch)).float()  # fmt: skip
+                                          generator=generator, **warps).float()  # fmt: skip
             scores[f"restored_psnr@{t}"], scores[f"restored_lpips@{t}"] = psnr(restored, photo), lpips(restored, photo)
             restored_views.append(restored)
         for key, value in scores.items():
@@ -302,7 +305,8 @@ def restoration_table(rows: list[RestorationScore]) -> str:
 def main(prior: Positional[Path], data: tuple[Path, ...] = (), corpus: Path | None = None, examples: int = 64,
          seed: int = 12345, compare: Path | None = None, image: Path | None = None,
          ts: tuple[float, ...] = (0.2, 0.4, 0.6), report: Path | None = None, num_steps: int | None = None,
-         guidance_scale: float | None = None, scenes: tuple[str, ...] = (), adapt_steps: int = 0) -> None:
+         guidance_scale: float | None = None, scenes: tuple[str, ...] = (), adapt_steps: int = 0,
+         without_warps: bool = False) -> None:
     """Print the held-out quality of the prior saved in PRIOR as JSON; with --corpus, the restoration gain of a
     repairing prior on degraded renderings of held-out scenes.
 
@@ -323,6 +327,8 @@ def main(prior: Positional[Path], data: tuple[Path, ...] = (), corpus: Path | No
         scenes: With --corpus: score only these scenes of it (e.g. a training run's --holdout-scenes).
         adapt_steps: With --corpus: first adapt the prior to each fit's training views, leave-one-out, for this
             many steps (as a fit with --pipeline.model.prior-adaptation.steps does), then score that fit's examples.
+        without_warps: With --corpus: withhold the observed views warped into the target from a prior that takes
+            them (it repairs as if no view showed the target), to measure what they bring.
     """
     device = "cuda" if torch.cuda.is_available() else "cpu"
     priors = {"prior": ReconFusionPrior.from_pretrained(prior).to(device)}
@@ -332,7 +338,7 @@ def main(prior: Positional[Path], data: tuple[Path, ...] = (), corpus: Path | No
         guidance_scale = guidance_scale or default_guidance_scale(priors["prior"])
         rows = evaluate_restoration(priors["prior"], corpus, ts, examples, seed=seed, num_steps=num_steps,
                                     guidance_scale=guidance_scale, sheet=image, scenes=scenes,
-                                    adapt_steps=adapt_steps)  # fmt: skip
+                                    adapt_steps=adapt_steps, without_warps=without_warps)  # fmt: skip
         table = restoration_table(rows)
         print(table)
         if report is not None:
