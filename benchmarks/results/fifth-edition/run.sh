@@ -5,7 +5,8 @@
 # and scene adaptation (reconfusion-adapted) at 3 views. 600 iterations at 128 px on 2 CPU cores (the protocols'
 # resolutions cost 10-16x more per fit).
 # Import the scenes first (README, benchmark section). Finished fits are skipped, so a rerun resumes; on a fresh
-# machine `mkdir -p outputs/benchmark6 && cp -r benchmarks/results/fifth-edition/runs outputs/benchmark6/` first.
+# machine `mkdir -p outputs/benchmark6 && cp -r benchmarks/results/fifth-edition/runs outputs/benchmark6/` first, and
+# put the prior in place: `mkdir -p outputs/repair-prior-pixel && cp -r checkpoints/repair-prior-pixel outputs/repair-prior-pixel/prior`.
 # Usage: bash benchmarks/results/fifth-edition/run.sh [report]   (report: only write the report from what finished;
 # REPORT=path writes it there instead of BENCHMARKS.md, and leaves the README's headline table alone)
 set -euo pipefail
