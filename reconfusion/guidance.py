@@ -495,7 +495,8 @@ class SampleGuidance:
             alpha_bar = schedule[timesteps].view(-1, 1, 1, 1).float()
             noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
             repairing = prior_setting(prior, "repairs", False)  # conditioned on the rendering it repairs
-            evidence = {"rendering": rendering.detach().clamp(0, 1), **self.warped_views(views, depth)} if repairing else {}
+            evidence = {"rendering": rendering.detach().clamp(0, 1), "rendering_latents": latents.detach().to(prior.dtype),
+                        **self.warped_views(views, depth)} if repairing else {}  # fmt: skip
             condition = prior.condition(*self._prior_inputs(views), with_null=self.config.guidance_scale != 1.0, **evidence)
             eps_hat = prior.predict_noise(noisy.to(prior.dtype), timesteps, condition, self.config.guidance_scale)
             gradient = (1 - alpha_bar) * (eps_hat.float() - noise)

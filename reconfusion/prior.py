@@ -519,11 +519,7 @@ class ReconFusionPrior(nn.Module):
         steps_total = self.scheduler.config.num_train_timesteps
         timesteps = sampling_timesteps(start, steps_total, num_steps)
         if init_images is not None:
-            expected = (batch, 3, self.resolution, self.resolution)
-            if tuple(init_images.shape) != expected:
-                raise ValueError(f"init_images must have shape {expected}, got {tuple(init_images.shape)}")
-            if init_latents is None:
-                init_latents = self.encode_images(init_images.to(self.device))
+            init_latents = self._init_latents(init_images, init_latents, batch)
             noised = self.scheduler.add_noise(init_latents.to(latents.dtype), latents, timesteps[0])
             latents = torch.where((start >= 1).view(-1, 1, 1, 1), latents, noised)
         elif (start < 1).any():
@@ -541,4 +537,11 @@ class ReconFusionPrior(nn.Module):
             alpha_prev = alphas[timesteps[k + 1]] if k + 1 < num_steps else final
             latents = ddim_update(latents, output, alphas[timesteps[k]], alpha_prev, self.prediction_type)
         return self.decode_latents(latents)
+
+    def _init_latents(self, init_images: Tensor, init_latents: Tensor | None, batch: int) -> Tensor:
+        """The latents of ``init_images`` (checked for shape), encoded unless given."""
+        expected = (batch, 3, self.resolution, self.resolution)
+        if tuple(init_images.shape) != expected:
+            raise ValueError(f"init_images must have shape {expected}, got {tuple(init_images.shape)}")
+        return self.encode_images(init_images.to(self.device)) if init_latents is None else init_latents
 

@@ -388,3 +388,4 @@ def test_score_distillation_conditions_a_repairing_prior_on_the_rendering_and_it
     assert scene.calls == [(1, 64, 64)] and scene.layer.weight.grad.abs().sum() > 0
     assert given["rendering"].shape == (1, 3, 64, 64) and not given["rendering"].requires_grad
     assert given["warped_images"].shape == (1, 2, 3, 64, 64)
+    assert given["rendering_latents"].shape[0] == 1 and not given["rendering_latents"].requires_grad  # encoded once
