@@ -266,6 +266,9 @@ def test_restoration_is_scored_against_the_rendering_given(scenes, tmp_path):
     assert abs(overall.gain_db) < 3.0
     assert overall.restored_psnr == pytest.approx(overall.round_trip_psnr, abs=0.3)
     assert (tmp_path / "sheet.png").is_file() and "| all | 0.3 | 4 |" in restoration_table(rows)
+    for row in rows:  # the blends' weights include 0 (the rendering) and 1 (the restored output)
+        assert 0 <= row.blend_weight <= 1
+        assert row.blended_psnr >= max(row.rendering_psnr, row.restored_psnr) - 1e-3
     plain = evaluate_restoration(ReconFusionPrior.from_preset("tiny", preset=MICRO), tmp_path / "corpus", ts=(0.3,),
                                  examples=2, num_steps=1)  # fmt: skip
     assert plain[0].examples == 2  # a prior that does not repair starts from the rendering, as the sample loss does
@@ -411,3 +414,16 @@ def test_the_guidance_scale_study_scores_every_prior_at_every_scale_on_the_same_
     assert [row.split(" | ")[1] for row in rows] == ["1", "3"]
     # an untrained repairing prior changes nothing at any scale: the same examples, the same (zero) gain
     assert rows[0].split(" | ")[2] == rows[1].split(" | ")[2]
+
+
+def test_the_best_blend_of_a_change_is_found():
+    from reconfusion.metrics import psnr
+    from train_prior.evaluation import _blend_terms, best_blend
+
+    photo = torch.rand(6, 3, 8, 8)
+    rendering = photo + 0.2 * torch.randn(6, 3, 8, 8)
+    halfway = photo + 0.5 * (photo - rendering)  # overshoots: half of this change repairs the rendering exactly
+    assert best_blend(**_blend_terms(rendering, halfway, photo))[0] == pytest.approx(2 / 3, abs=0.03)
+    weight, blended = best_blend(**_blend_terms(rendering, rendering + 0.3 * torch.randn_like(photo), photo))
+    assert weight <= 0.1 and blended == pytest.approx(float(psnr(rendering, photo).mean()), abs=0.2)  # noise: none
+    assert best_blend(**_blend_terms(rendering, photo, photo)) == pytest.approx((1.0, 120.0))  # clamped MSE
