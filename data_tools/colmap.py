@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from data_tools.import_common import check_out, decoded_sizes, source_info
 from reconfusion.cameras import colmap_to_opengl
-from reconfusion.files import IMAGE_SUFFIXES, InputError, read_image, read_json, write_json
+from reconfusion.files import InputError, is_image_file, read_image, read_json, write_json
 from reconfusion.scene import BOUNDS_KEY, TRANSFORMS, SparsePoints, write_scene
 
 logger = logging.getLogger("reconfusion")
@@ -103,9 +103,7 @@ def pose_images(
 def _list_images(images: Path) -> list[str]:
     if not images.is_dir():
         raise InputError(f"{images}: photo folder not found; pass a folder of jpg/png photos")
-    suffixes = {s.lower() for s in IMAGE_SUFFIXES}
-    names = sorted(p.name for p in images.iterdir()  # hidden files: e.g. macOS's ._IMG_0001.JPG metadata
-                   if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
+    names = sorted(p.name for p in images.iterdir() if is_image_file(p))
     if not names:
         raise InputError(f"{images}: no images (jpg/png) in this folder; put the photos directly in it")
     if len(names) < MIN_IMAGES:

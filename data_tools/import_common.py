@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from reconfusion.cameras import check_poses
-from reconfusion.files import IMAGE_SUFFIXES, InputError, read_image
+from reconfusion.files import InputError, is_image_file, read_image
 from reconfusion.scene import Scene, load_scene
 
 SOURCE_KEY = "reconfusion_import"
@@ -40,7 +40,7 @@ def load_source(src: Path) -> Scene:
 
 
 def list_images(folder: Path) -> list[Path]:
-    images = sorted(p for p in folder.iterdir() if p.suffix in IMAGE_SUFFIXES and not p.name.startswith("."))
+    images = sorted(p for p in folder.iterdir() if is_image_file(p))
     if not images:
         raise InputError(f"{folder}: no images (png/jpg) found; put the scene's images there")
     return images

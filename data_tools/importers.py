@@ -35,7 +35,7 @@ from data_tools.colmap import import_colmap_model
 from data_tools.dtu import import_dtu
 from data_tools.import_common import check_out, decoded_sizes, list_images, load_source, rigid, source_info
 from reconfusion.cameras import focal_from_fov, llff_to_opengl, opencv_to_opengl
-from reconfusion.files import InputError, atomic_directory, has_alpha, read_image, read_json, read_rgba
+from reconfusion.files import InputError, atomic_directory, has_alpha, is_image_file, read_image, read_json, read_rgba
 from reconfusion.scene import (
     BACKGROUND_KEY,
     BOUNDS_KEY,
@@ -107,7 +107,8 @@ def _llff_image_dir(src: Path, downscale: int) -> Path:
         if folder.is_dir():
             return folder
     flags = {"images": 1} | {p.name: int(p.name[7:]) for p in src.glob("images_*") if p.name[7:].isdigit()}
-    have = [f"{name}/ (--downscale {flag})" for name, flag in sorted(flags.items()) if (src / name).is_dir()]
+    have = [f"{name}/ (--downscale {flag})" for name, flag in sorted(flags.items())
+            if (src / name).is_dir() and any(is_image_file(p) for p in (src / name).iterdir())]  # fmt: skip
     raise InputError(
         f"{candidates[0]}: image folder not found; "
         + (f"folders present: {', '.join(have)}: pass the matching --downscale" if have else

@@ -4,13 +4,17 @@ nerfstudio calls our dataparser and model deep inside its own entry points, so a
 :class:`reconfusion.files.InputError` (a missing scene folder, a split that names missing images, a prior
 that does not load) would reach the user as a traceback. :func:`install` wraps ``sys.excepthook`` so that
 such an error prints ``ns-train: error: FILE: what is wrong; how to fix it`` on one line of stderr and
-exits with status 2, like the ``reconfusion`` command; any other exception keeps its traceback.
+exits with status 2, like the ``reconfusion`` command; any other exception keeps its traceback. It also
+silences two warnings nerfstudio raises after the plugin loads that no user can act on (torch's deprecation of
+``torch.cuda.amp.GradScaler``; the DataLoader's worker count, fixed in nerfstudio's data manager), so that a
+bad input's error is not buried under them; those raised while nerfstudio imports come before any plugin code.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from reconfusion.files import InputError
@@ -33,3 +37,5 @@ def install() -> None:
     """Install the hook once per process (nerfstudio may import the plugin several times)."""
     if not getattr(sys.excepthook, "reconfusion", False):
         sys.excepthook = _one_line_input_errors(sys.excepthook)
+        warnings.filterwarnings("ignore", message=r"`torch\.cuda\.amp\.GradScaler", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"This DataLoader will create \d+ worker processes", category=UserWarning)

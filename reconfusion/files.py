@@ -22,6 +22,11 @@ from PIL import Image, UnidentifiedImageError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".JPG", ".JPEG", ".PNG")
 
 
+def is_image_file(path: Path) -> bool:
+    """A visible file with an image suffix in any case (hidden ones are e.g. macOS's ._IMG_0001.JPG metadata)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+
+
 class InputError(ValueError):
     """Bad user input: the message names the file and the fix."""
 

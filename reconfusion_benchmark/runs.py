@@ -264,6 +264,8 @@ def plan_runs(
         raise InputError(f"--scenes: several scene folders are named {repeated[0]}; results are keyed by folder name")
     if not seeds:
         raise InputError("--seeds: give at least one seed (nerfstudio's default is 42)")
+    if not views or min(views) < 1:
+        raise InputError(f"--views {' '.join(map(str, views))}: give numbers of input views of at least 1, e.g. --views 3 6 9")
     return [Run(s, v, m, seed) for s in scenes for v in unique(views) for seed in unique(seeds) for m in unique(methods)]
 
 

@@ -46,8 +46,6 @@ def run_benchmark(config: BenchmarkConfig, fit: Optional[FitFn] = None) -> list[
             raise InputError("--scenes: give at least one scene folder (transforms.json + train_test_split_N.json)")
         parse_shard(config.shard)
         plan_runs(config.scenes, config.views, config.methods, config.seeds)
-        out.mkdir(parents=True, exist_ok=True)
-        report.record_command(out, config)
         results = _run_all(config, fit)
         if parse_shard(config.shard)[1] > 1:
             logger.info("shard %s done (%d runs); write the report with --merge", config.shard, len(results))
@@ -81,8 +79,11 @@ def _run_all(config: BenchmarkConfig, fit: Optional[FitFn]) -> list[RunResult]:
     pending = [i for i, result in enumerate(results) if result is None]
     logger.info("%d runs: %d finished before (skipped), %d to fit", len(runs), len(runs) - len(pending), len(pending))
     if fit is None:
-        fit = runner.fit_and_evaluate
         check_splits([runs[i] for i in pending])
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    report.record_command(Path(config.out), config)
+    if fit is None:
+        fit = runner.fit_and_evaluate
         for scene in dict.fromkeys(runs[i].scene for i in pending):  # scene copies made once, before any fit
             runner.prepare_scene(scene, config)
 

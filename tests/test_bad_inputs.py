@@ -196,3 +196,41 @@ def test_an_image_over_pillows_pixel_limit_is_named_with_the_fix(tmp_path, monke
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 40 x 40 is then over twice the limit, as 200 MP is
     with pytest.raises(InputError, match=r"huge.png: too large to read safely .*downscale it"):
         read_rgba(path)
+
+
+def test_a_run_stopped_by_bad_input_leaves_no_folder(tmp_path):
+    from nerfstudio_plugin.trainer import remove_unstarted_run
+
+    out = tmp_path / "outputs"
+    run = out / "scene" / "reconfusion-cpu" / "2026-12-07_130724"
+    run.mkdir(parents=True)
+    (run / "config.yml").write_text("x")
+    (out / "other").mkdir()
+    remove_unstarted_run(run, out)
+    assert sorted(p.name for p in out.iterdir()) == ["other"]  # the run and the folders it left empty are gone
+    started = out / "scene" / "reconfusion-cpu" / "2026-12-07_130725"
+    (started / "nerfstudio_models").mkdir(parents=True)
+    (started / "config.yml").write_text("x")
+    remove_unstarted_run(started, out)
+    assert (started / "config.yml").is_file()  # a run that got further is kept
+
+
+def test_the_plugin_silences_only_the_warnings_nobody_can_act_on():
+    import subprocess
+    import sys
+
+    code = ("import warnings; from nerfstudio_plugin import errors; errors.install(); "
+            "warnings.warn('`torch.cuda.amp.GradScaler(args...)` is deprecated', FutureWarning); "
+            "warnings.warn('This DataLoader will create 4 worker processes in total.', UserWarning); "
+            "warnings.warn('something else', UserWarning)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "something else" in done.stderr and "GradScaler" not in done.stderr and "DataLoader" not in done.stderr
+
+
+def test_images_are_found_whatever_the_case_of_their_suffix(tmp_path):
+    from data_tools.import_common import list_images
+
+    for name in ("b.Jpg", "a.PNG", "c.jpeg", "._d.JPG", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "folder.png").mkdir()
+    assert [p.name for p in list_images(tmp_path)] == ["a.PNG", "b.Jpg", "c.jpeg"]

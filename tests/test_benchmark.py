@@ -535,3 +535,13 @@ def test_a_method_that_rarely_taught_gets_a_note_under_its_groups_table():
     assert "Taught on few novel views: reconfusion at 3 views (4%)." in text
     rows = [row("fern", "baseline", None), row("fern", "reconfusion", 0.5)]
     assert "Taught on few" not in "\n".join(_group_table("llff", rows, mean_table(rows)))
+
+
+def test_a_benchmark_with_bad_arguments_records_nothing(tmp_path):
+    out = tmp_path / "bench"
+    missing = BenchmarkConfig(scenes=(tmp_path / "no_such_scene",), views=(3,), methods=("baseline",), out=out, preset="cpu")
+    with pytest.raises(InputError, match="no_such_scene: scene folder not found"):
+        run_benchmark(missing)
+    assert not out.exists()  # no commands.json naming a command that never ran
+    with pytest.raises(InputError, match="--views 0 3: give numbers of input views of at least 1"):
+        plan_runs([tmp_path], [0, 3], ["baseline"])

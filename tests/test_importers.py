@@ -110,8 +110,10 @@ def test_llff_bad_inputs(llff_src, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(InputError, match="missing_folder: source folder not found"):
         import_scene("llff", tmp_path / "missing_folder", out)
-    with pytest.raises(InputError, match=r"images_8: image folder not found; .*images_2/ \(--downscale 2\)"):
+    (src / "images_4").mkdir()  # empty: not offered
+    with pytest.raises(InputError, match=r"images_8: image folder not found; folders present: images_2/ \(--downscale 2\): "):
         import_scene("llff", src, out)
+    (src / "images_4").rmdir()
     (src / "images_2" / "img04.png").unlink()
     with pytest.raises(InputError, match=r"images_2: 4 images but .*poses_bounds.npy has 5 pose rows"):
         import_scene("llff", src, out, downscale=2)
