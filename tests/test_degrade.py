@@ -268,7 +268,9 @@ def test_restoration_is_scored_against_the_rendering_given(scenes, tmp_path):
     assert (tmp_path / "sheet.png").is_file() and "| all | 0.3 | 4 |" in restoration_table(rows)
     for row in rows:  # the blends' weights include 0 (the rendering) and 1 (the restored output)
         assert 0 <= row.blend_weight <= 1
-        assert row.blended_psnr >= max(row.rendering_psnr, row.restored_psnr) - 1e-3
+        assert row.blended_psnr >= max(row.rendering_psnr, row.target_psnr) - 1e-3
+    # a zero residual changes nothing: the residual target is the rendering
+    assert overall.target_psnr == pytest.approx(overall.rendering_psnr, abs=0.3)
     plain = evaluate_restoration(ReconFusionPrior.from_preset("tiny", preset=MICRO), tmp_path / "corpus", ts=(0.3,),
                                  examples=2, num_steps=1)  # fmt: skip
     assert plain[0].examples == 2  # a prior that does not repair starts from the rendering, as the sample loss does

@@ -175,12 +175,16 @@ class RestorationScore:
     """PixelNeRF's RGB alone (latent resolution, against the area-downsampled photograph)."""
     round_trip_psnr: float
     """The rendering through the prior's autoencoder, D(E(rendering)): what a prior that changes nothing returns."""
+    target_psnr: float = float("nan")
+    """PSNR of the sample loss's residual target, rendering + restored - D(E(rendering)): the prior's change
+    without the autoencoder's own loss, which is what a fit is pulled towards (at coverage weight 1)."""
     blend_weight: float = float("nan")
-    """The share of the prior's change, w in rendering + w (restored - rendering), that scores best on these
-    examples (of 0, 0.05, ..., 1): how far its change can be trusted as a whole (0: not at all)."""
+    """The share w of that change, rendering + w (target - rendering), that scores best on these examples (of 0,
+    0.05, ..., 1): how far the change can be trusted as a whole (0: not at all). The sample loss's coverage
+    weight is such a share per pixel."""
     blended_psnr: float = float("nan")
-    """PSNR at ``blend_weight``: what a single trust in the prior's change could reach (chosen on the examples
-    themselves, so an upper bound), at least the better of rendering and restored."""
+    """PSNR at ``blend_weight``: what a single trust in the change could reach (chosen on the examples
+    themselves, so an upper bound), at least the better of rendering and target."""
 
     @property
     def gain_db(self) -> float:
@@ -267,7 +271,7 @@ def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float,
                                     rendering=rendering, **warps).rgb  # fmt: skip
         scores = {"pixelnerf_psnr": psnr(rgb.clamp(0, 1), F.interpolate(photo, size=rgb.shape[-2:], mode="area")),
                   "rendering_psnr": psnr(rendering, photo), "rendering_lpips": lpips.to(photo.device)(rendering, photo),
-                  "round_trip_psnr": psnr(prior.decode_latents(prior.encode_images(rendering)).float(), photo)}
+                  "round_trip_psnr": psnr(round_trip := prior.decode_latents(prior.encode_images(rendering)).float(), photo)}
         restored_views = []
         for t in ts:
             generator = torch.Generator(device=prior.device).manual_seed(seed + members[0])
@@ -275,7 +279,9 @@ def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float,
                                           guidance_scale=guidance_scale, near=batch["near"], far=batch["far"],
                                           generator=generator, **warps).float()  # fmt: skip
             scores[f"restored_psnr@{t}"], scores[f"restored_lpips@{t}"] = psnr(restored, photo), lpips(restored, photo)
-            scores.update({f"{key}@{t}": value for key, value in _blend_terms(rendering, restored, photo).items()})
+            target = (rendering + restored - round_trip).clamp(0, 1)
+            scores[f"target_psnr@{t}"] = psnr(target, photo)
+            scores.update({f"{key}@{t}": value for key, value in _blend_terms(rendering, target, photo).items()})
             restored_views.append(restored)
         for key, value in scores.items():
             per_example.setdefault(key, []).append(value.float().flatten().cpu())
@@ -293,16 +299,16 @@ def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float,
             weight, blended = best_blend(*(values[f"{key}@{t}"][pick] for key in ("error", "cross", "change")))
             rows.append(RestorationScore(source, t, len(members), mean("rendering_psnr"), mean(f"restored_psnr@{t}"),
                                          mean("rendering_lpips"), mean(f"restored_lpips@{t}"), mean("pixelnerf_psnr"),
-                                         mean("round_trip_psnr"), weight, blended))  # fmt: skip
+                                         mean("round_trip_psnr"), mean(f"target_psnr@{t}"), weight, blended))  # fmt: skip
     if sheet is not None:
         side_by_side([torch.cat(column) for column in zip(*shown)], sheet, rows=8)
     return rows
 
 
-def _blend_terms(rendering: torch.Tensor, restored: torch.Tensor, photo: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per example, the means from which the squared error of rendering + w (restored - rendering) follows for any w:
+def _blend_terms(rendering: torch.Tensor, target: torch.Tensor, photo: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per example, the means from which the squared error of rendering + w (target - rendering) follows for any w:
     error - 2 w cross + w^2 change."""
-    error, change = (rendering - photo).float().flatten(1), (restored - rendering).float().flatten(1)
+    error, change = (rendering - photo).float().flatten(1), (target - rendering).float().flatten(1)
     return {"error": error.pow(2).mean(1), "cross": -(error * change).mean(1), "change": change.pow(2).mean(1)}
 
 
@@ -318,12 +324,12 @@ def best_blend(error: torch.Tensor, cross: torch.Tensor, change: torch.Tensor) -
 def restoration_table(rows: list[RestorationScore]) -> str:
     """Markdown: one line per (source, t) with the gain in dB."""
     lines = ["| source | t | examples | rendering PSNR | restored PSNR | gain (dB) | rendering LPIPS | restored LPIPS | "
-             "PixelNeRF PSNR | autoencoder round trip PSNR | best share of the change | PSNR there |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "PixelNeRF PSNR | autoencoder round trip PSNR | residual target PSNR | best share of its change | "
+             "PSNR there |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         lines.append(f"| {r.source} | {r.t:.1f} | {r.examples} | {r.rendering_psnr:.2f} | {r.restored_psnr:.2f} | "
                      f"{r.gain_db:+.2f} | {r.rendering_lpips:.3f} | {r.restored_lpips:.3f} | {r.pixelnerf_psnr:.2f} | "
-                     f"{r.round_trip_psnr:.2f} | {r.blend_weight:.2f} | {r.blended_psnr:.2f} |")
+                     f"{r.round_trip_psnr:.2f} | {r.target_psnr:.2f} | {r.blend_weight:.2f} | {r.blended_psnr:.2f} |")
     return "\n".join(lines)
 
 
