@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# BENCHMARKS.md, fifth edition: the photographed evaluation scenes and lego, baseline against reconfusion with the
+# BENCHMARKS.md, fifth edition (the scenes imported and split as the commands at the top of BENCHMARKS.md say): the photographed evaluation scenes and lego, baseline against reconfusion with the
 # repairing prior (docs/repair_prior/model_card_pixel_loss.md; its sample-loss weight by default 0.3:
 # benchmarks/results/sample_loss_weight_repair), at 3/6/9 views, a second seed at 3 views, the three sample-loss modes
 # and scene adaptation (reconfusion-adapted) at 3 views. 600 iterations at 128 px on 2 CPU cores (the protocols'
 # resolutions cost 10-16x more per fit).
-# Import the scenes first (README, benchmark section). Finished fits are skipped, so a rerun resumes; on a fresh
+# Finished fits are skipped, so a rerun resumes; on a fresh
 # machine `mkdir -p outputs/benchmark6 && cp -r benchmarks/results/fifth-edition/runs outputs/benchmark6/` first, and
 # put the prior in place: `mkdir -p outputs/repair-prior-pixel && cp -r checkpoints/repair-prior-pixel outputs/repair-prior-pixel/prior`.
 # Usage: bash benchmarks/results/fifth-edition/run.sh [report]   (report: only write the report from what finished;
