@@ -133,8 +133,6 @@ def _llff_opengl(root: Path) -> tuple[np.ndarray, np.ndarray]:
     return llff_to_opengl(poses[:, :, :4]), poses[:, :, 4]
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not (FERN / "images_8").is_dir(), reason="fern test data (../shared/data) absent")
 def _reconstruction(depths, track_lengths, errors):
     """A duck-typed pycolmap reconstruction: one identity-posed image seeing a point at each depth."""
     points = {i: SimpleNamespace(xyz=np.array([0.0, 0.0, d]), track=SimpleNamespace(length=lambda n=n: n), error=e)
@@ -158,6 +156,8 @@ def test_depth_bounds_ignore_spurious_two_view_points():
     assert _depth_bounds(recon, image) is None
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not (FERN / "images_8").is_dir(), reason="fern test data (../shared/data) absent")
 def test_fern_poses_match_llff(tmp_path, capfd, caplog):
     with caplog.at_level(logging.INFO, logger="reconfusion"):
         result = pose_images(FERN / "images_8", tmp_path / "fern", device="cpu")
