@@ -438,9 +438,8 @@ class SampleGuidance:
     def _residual_targets(self, renderings: Tensor, samples: Tensor, t: Tensor, latents: Tensor) -> Tensor:
         """``rendering + sample - D(E(rendering))`` (``latents``: E(rendering)); the change is zero where t = 0
         (nothing was sampled)."""
-        round_trip = self.prior.decode_latents(latents).float()
-        change = torch.where((t > 0).view(-1, 1, 1, 1), samples - round_trip, torch.zeros_like(samples))
-        return (renderings + change).clamp(0, 1)
+        targets = residual_target(renderings, samples, self.prior.decode_latents(latents).float())
+        return torch.where((t > 0).view(-1, 1, 1, 1), targets, renderings.clamp(0, 1))
 
     def _checked(self, agreement: Agreement, drawn: Tensor) -> Tensor:
         """Which views pass the check: those with enough photographed pixels must bring them significantly closer
@@ -517,6 +516,12 @@ class Agreement:
     """``gain`` over its standard error (0 without pixels)."""
     fraction: Float[Tensor, "K"]
     """Fraction of the view's pixels compared."""
+
+
+def residual_target(renderings: Tensor, samples: Tensor, round_trip: Tensor) -> Tensor:
+    """``rendering + sample - D(E(rendering))`` in [0, 1] (``round_trip``: D(E(rendering))): the prior's change
+    without what the autoencoder loses of any image."""
+    return (renderings + samples - round_trip).clamp(0, 1)
 
 
 def input_agreement(

@@ -242,7 +242,7 @@ def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float,
     the sample loss's. ``sheet``: rendering | restored at each t | photograph of the first examples; ``scenes``:
     score these scenes of the corpus only; ``adapt_steps``: adapt the prior to each fit's training views first;
     ``without_warps``: withhold the warped observed views from a prior that takes them (what they bring)."""
-    from reconfusion.guidance import SampleLossConfig, default_guidance_scale
+    from reconfusion.guidance import SampleLossConfig, default_guidance_scale, residual_target
 
     num_steps, guidance_scale = num_steps or SampleLossConfig().num_steps, guidance_scale or default_guidance_scale(prior)
     dataset, described = restoration_examples(corpus, prior.resolution, examples, seed, scenes, prior.config.warped_views)
@@ -267,19 +267,21 @@ def evaluate_restoration(prior: ReconFusionPrior, corpus: Path, ts: tuple[float,
                  batch["target_intrinsics"])  # fmt: skip
         photo, rendering = batch["target_image"], batch["rendering"]
         warps = {} if without_warps else warps_of(batch)
+        latents = prior.encode_images(rendering)  # once: the autoencoder is frozen, adapted or not
+        round_trip = prior.decode_latents(latents).float()
         rgb = scene_prior.condition(*views, near=batch["near"], far=batch["far"], stratified=False,
-                                    rendering=rendering, **warps).rgb  # fmt: skip
+                                    rendering=rendering, rendering_latents=latents, **warps).rgb  # fmt: skip
         scores = {"pixelnerf_psnr": psnr(rgb.clamp(0, 1), F.interpolate(photo, size=rgb.shape[-2:], mode="area")),
                   "rendering_psnr": psnr(rendering, photo), "rendering_lpips": lpips.to(photo.device)(rendering, photo),
-                  "round_trip_psnr": psnr(round_trip := prior.decode_latents(prior.encode_images(rendering)).float(), photo)}
+                  "round_trip_psnr": psnr(round_trip, photo)}
         restored_views = []
         for t in ts:
             generator = torch.Generator(device=prior.device).manual_seed(seed + members[0])
-            restored = scene_prior.sample(*views, init_images=rendering, t_start=t, num_steps=num_steps,
-                                          guidance_scale=guidance_scale, near=batch["near"], far=batch["far"],
-                                          generator=generator, **warps).float()  # fmt: skip
+            restored = scene_prior.sample(*views, init_images=rendering, init_latents=latents, t_start=t,
+                                          num_steps=num_steps, guidance_scale=guidance_scale, near=batch["near"],
+                                          far=batch["far"], generator=generator, **warps).float()  # fmt: skip
             scores[f"restored_psnr@{t}"], scores[f"restored_lpips@{t}"] = psnr(restored, photo), lpips(restored, photo)
-            target = (rendering + restored - round_trip).clamp(0, 1)
+            target = residual_target(rendering, restored, round_trip)
             scores[f"target_psnr@{t}"] = psnr(target, photo)
             scores.update({f"{key}@{t}": value for key, value in _blend_terms(rendering, target, photo).items()})
             restored_views.append(restored)
